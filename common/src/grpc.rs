@@ -1,0 +1,72 @@
+//! The gRPC server scaffold every service uses: a bound listener (port 0 works, and the real address is known
+//! before serving), the standard health service, reflection over every miniZON contract, graceful shutdown.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::RoutesBuilder;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// A listening gRPC server that has not started serving yet.
+#[derive(Debug)]
+pub struct GrpcServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    routes: RoutesBuilder,
+    health: HealthReporter,
+}
+
+impl GrpcServer {
+    /// Binds `addr` (port 0 picks a free port) and registers health and reflection.
+    pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(minizon_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(io::Error::other)?;
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service).add_service(reflection);
+        Ok(Self { listener, local_addr, routes, health })
+    }
+
+    /// The address the server actually listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The health reporter, to flip services between SERVING and NOT_SERVING.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Where the service's own gRPC services are added.
+    pub fn routes(&mut self) -> &mut RoutesBuilder {
+        &mut self.routes
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting and drains in-flight requests.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+        tracing::info!(addr = %self.local_addr, "gRPC server listening");
+        let incoming = TcpListenerStream::new(self.listener);
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_routes(self.routes.routes())
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+    }
+}
+
+/// Sets the health of the whole server (the empty service name) and of each named service.
+pub async fn set_health(reporter: &HealthReporter, services: &[&str], serving: bool) {
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    reporter.set_service_status("", status).await;
+    for service in services {
+        reporter.set_service_status(*service, status).await;
+    }
+}

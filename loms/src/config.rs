@@ -1,0 +1,52 @@
+//! LOMS settings, from flags and environment variables; the defaults run against a local PostgreSQL.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use secrecy::SecretString;
+
+/// LOMS server settings.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "loms", about = "LOMS: orders, stock and reservations over gRPC")]
+pub struct Config {
+    /// Address the gRPC server (LomsV1, LomsAdminV1, health, reflection) listens on; port 0 picks a free port.
+    #[arg(long, env = "LOMS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Database URL. The database is created if it does not exist, and migrated at start.
+    #[arg(long, env = "LOMS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/loms")]
+    pub database_url: String,
+
+    /// Most database connections this process keeps open.
+    #[arg(long, env = "LOMS_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How long a reserved order may stay unpaid before LOMS cancels it.
+    #[arg(long, env = "LOMS_PAYMENT_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub payment_timeout: Duration,
+
+    /// When the unpaid-order sweep runs (cron with seconds: sec min hour day month weekday).
+    #[arg(long, env = "LOMS_SWEEP_SCHEDULE", default_value = "* * * * * *")]
+    pub sweep_schedule: String,
+
+    /// Most overdue orders one sweep transaction cancels; a sweep runs batches until none are due.
+    #[arg(long, env = "LOMS_SWEEP_BATCH", default_value_t = 500)]
+    pub sweep_batch: u32,
+
+    /// Bearer token of the admin service. Without it the admin service refuses every call.
+    #[arg(long, env = "LOMS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+
+    #[command(flatten)]
+    pub log: minizon_common::telemetry::LogArgs,
+}
+
+impl Config {
+    /// The defaults, for a given database, on a free port: what tests and embedders start from.
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        let mut config = Self::parse_from(["loms"]);
+        config.database_url = database_url.into();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}

@@ -1,0 +1,14 @@
+//! LOMS types and rules. No I/O here: storage backends call these rules inside their transactions, so every
+//! backend enforces the same behaviour.
+
+pub mod allocation;
+pub mod error;
+pub mod ids;
+pub mod order;
+pub mod storage;
+
+pub use allocation::{Reservation, Shortage, StockRow, allocate};
+pub use error::LomsError;
+pub use ids::{Count, OrderId, Sku, UserId, WarehouseId};
+pub use order::{Decision, Order, OrderLines, OrderStatus, RecordedTransition, Transition, TransitionReason};
+pub use storage::{CreateOrder, CreateOutcome, IdempotencyKey, OrderStore, StockLevel, StockStore};

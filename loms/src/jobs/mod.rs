@@ -1,0 +1,3 @@
+//! Background jobs LOMS runs beside its gRPC server.
+
+pub mod unpaid_timeout;

@@ -1,0 +1,64 @@
+//! The `loms` binary: the gRPC server, and stock administration from the command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use loms::{Application, Config, domain::StockStore, grpc::admin::distinct_levels, storage::PgStore};
+
+#[derive(Debug, Parser)]
+#[command(name = "loms", version, about = "LOMS: orders, stock and reservations over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server (the default when no command is given).
+    Serve(Config),
+    /// Stock administration straight against the database.
+    #[command(subcommand)]
+    Stock(StockCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StockCommand {
+    /// Set units on hand from a CSV file with the header `warehouse_id,sku,count` (all rows or none).
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Database URL.
+        #[arg(long, env = "LOMS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/loms")]
+        database_url: String,
+        #[command(flatten)]
+        log: minizon_common::telemetry::LogArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command.unwrap_or_else(|| Command::Serve(Config::parse_from(["loms"]))) {
+        Command::Serve(config) => serve(config).await,
+        Command::Stock(StockCommand::Import { file, database_url, log }) => {
+            minizon_common::telemetry::init(&log);
+            import(&file, &database_url).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    minizon_common::telemetry::init(&config.log);
+    let shutdown = minizon_common::shutdown::on_signal();
+    let app = Application::build(config).await?;
+    app.run_until_stopped(shutdown).await
+}
+
+async fn import(file: &std::path::Path, database_url: &str) -> anyhow::Result<()> {
+    let rows = loms::stock_file::read(file)?;
+    let levels = distinct_levels(&rows).map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+    let store = PgStore::connect(database_url, 2).await?;
+    let imported = store.import_stock(&levels).await.context("import stock")?;
+    tracing::info!(imported, file = %file.display(), "stock imported");
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Building and running a LOMS server: storage, gRPC services, health, the unpaid-order sweep.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use minizon_common::grpc::{GrpcServer, set_health};
+use minizon_proto::loms::{loms_admin_v1_server::LomsAdminV1Server, loms_v1_server::LomsV1Server};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    grpc::{AdminService, AdminToken, OrdersService},
+    jobs::unpaid_timeout::UnpaidTimeoutJob,
+    storage::PgStore,
+};
+
+/// gRPC service names whose health follows the database's.
+const SERVICES: &[&str] = &["loms_v1.LomsV1", "loms_v1.LomsAdminV1"];
+
+/// A LOMS server that is bound and migrated, ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    server: GrpcServer,
+    store: Arc<PgStore>,
+    config: Config,
+}
+
+impl Application {
+    /// Connects to (and migrates) the database and binds the listen address.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Arc::new(PgStore::connect(&config.database_url, config.db_max_connections).await?);
+        let mut server = GrpcServer::bind(config.listen).await?;
+        server
+            .routes()
+            .add_service(LomsV1Server::new(OrdersService::new(store.clone(), config.payment_timeout)))
+            .add_service(LomsAdminV1Server::with_interceptor(
+                AdminService::new(store.clone()),
+                AdminToken::new(config.admin_token.clone()),
+            ));
+        Ok(Self { server, store, config })
+    }
+
+    /// The address the server listens on (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains requests and stops the background jobs.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { server, store, config } = self;
+        let health = server.health();
+        set_health(&health, SERVICES, true).await;
+        let health_watch = minizon_common::db::watch_health(
+            store.pool().clone(),
+            health,
+            SERVICES,
+            Duration::from_secs(2),
+            shutdown.clone(),
+        );
+        let sweeper = UnpaidTimeoutJob::start(store.clone(), &config.sweep_schedule, config.sweep_batch).await?;
+
+        let served = server.serve(shutdown.clone()).await;
+        // Whatever ended serving, stop the rest too.
+        shutdown.cancel();
+        sweeper.shutdown().await;
+        let _ = health_watch.await;
+        store.pool().close().await;
+        tracing::info!("LOMS stopped");
+        served.map_err(Into::into)
+    }
+}

@@ -1,0 +1,101 @@
+//! Notifications settings, from flags and environment variables; the defaults run against a local PostgreSQL and
+//! the broker of `make kafka`, logging every notification.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use secrecy::SecretString;
+
+/// Where notifications are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum SinkKind {
+    /// A structured log line per notification.
+    Log,
+    /// A Telegram chat, through the Bot API's `sendMessage`.
+    Telegram,
+    /// An HTTP endpoint that receives each notification as a JSON `POST`.
+    Webhook,
+}
+
+/// Notifications worker settings.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "notifications", about = "Notifications: order events from Kafka to people, once each")]
+pub struct Config {
+    /// Kafka bootstrap servers, comma-separated `host:port`.
+    #[arg(long, env = "NOTIFICATIONS_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic of the order events LOMS publishes.
+    #[arg(long, env = "NOTIFICATIONS_TOPIC", default_value = "loms.order-status-changed")]
+    pub topic: String,
+
+    /// Consumer group; every replica of the worker uses the same one, and the partitions are shared among them.
+    #[arg(long, env = "NOTIFICATIONS_GROUP_ID", default_value = "notifications")]
+    pub group_id: String,
+
+    /// Topic where events that cannot be handled go, with the reason in the `dead-letter-reason` header.
+    #[arg(long, env = "NOTIFICATIONS_DEAD_LETTER_TOPIC", default_value = "loms.order-status-changed.dead-letter")]
+    pub dead_letter_topic: String,
+
+    /// Database URL (de-duplication). The database is created if it does not exist, and migrated at start.
+    #[arg(long, env = "NOTIFICATIONS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/notifications")]
+    pub database_url: String,
+
+    /// Most database connections this process keeps open.
+    #[arg(long, env = "NOTIFICATIONS_DB_MAX_CONNECTIONS", default_value_t = 4)]
+    pub db_max_connections: u32,
+
+    /// How long an event id is remembered; a redelivery older than this would notify again. Keep it above the
+    /// topic's retention.
+    #[arg(long, env = "NOTIFICATIONS_DEDUP_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub dedup_retention: Duration,
+
+    /// Sinks every notification goes to, comma-separated.
+    #[arg(long = "sinks", env = "NOTIFICATIONS_SINKS", value_enum, value_delimiter = ',', default_value = "log")]
+    pub sinks: Vec<SinkKind>,
+
+    /// Base URL of the Telegram Bot API (tests point it at a local server).
+    #[arg(long, env = "NOTIFICATIONS_TELEGRAM_BASE_URL", default_value = "https://api.telegram.org")]
+    pub telegram_base_url: String,
+
+    /// Telegram bot token; required by the telegram sink.
+    #[arg(long, env = "NOTIFICATIONS_TELEGRAM_TOKEN", hide_env_values = true)]
+    pub telegram_token: Option<SecretString>,
+
+    /// Telegram chat that receives the messages (numeric id or `@channel`); required by the telegram sink.
+    #[arg(long, env = "NOTIFICATIONS_TELEGRAM_CHAT_ID")]
+    pub telegram_chat_id: Option<String>,
+
+    /// URL the webhook sink posts each notification to; required by the webhook sink.
+    #[arg(long, env = "NOTIFICATIONS_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Longest one sink call may take before it counts as failed (and is retried).
+    #[arg(long, env = "NOTIFICATIONS_SINK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub sink_timeout: Duration,
+
+    /// Attempts per sink and event (the first one included) before the event goes to the dead-letter topic.
+    #[arg(long, env = "NOTIFICATIONS_SINK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub sink_attempts: u16,
+
+    /// Wait before the first retry of a failing sink; it doubles with every attempt (with jitter).
+    #[arg(long, env = "NOTIFICATIONS_RETRY_MIN_DELAY", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub retry_min_delay: Duration,
+
+    /// Longest wait between two attempts, for a sink and for the worker's own dependencies (database, broker).
+    #[arg(long, env = "NOTIFICATIONS_RETRY_MAX_DELAY", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub retry_max_delay: Duration,
+
+    #[command(flatten)]
+    pub log: minizon_common::telemetry::LogArgs,
+}
+
+impl Config {
+    /// The defaults, for a given database and broker: what tests and embedders start from.
+    pub fn for_database(database_url: impl Into<String>, kafka_brokers: impl Into<String>) -> Self {
+        let mut config = Self::parse_from(["notifications"]);
+        config.database_url = database_url.into();
+        config.kafka_brokers = kafka_brokers.into();
+        config
+    }
+}

@@ -1,0 +1,85 @@
+//! Building the worker from its settings, and running it until shutdown.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    dead_letter::DeadLetters,
+    sinks::Sink,
+    store::ProcessedEvents,
+    worker::{self, EventConsumer, Worker},
+};
+
+/// How often processed-event ids older than the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long a dead-letter record may wait for the broker before its send is retried.
+const DEAD_LETTER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A worker ready to run: database migrated, consumer subscribed, sinks configured.
+pub struct Application {
+    config: Config,
+    consumer: EventConsumer,
+    dead_letters: DeadLetters,
+    store: ProcessedEvents,
+    sinks: Vec<Sink>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("topic", &self.config.topic)
+            .field("group_id", &self.config.group_id)
+            .field("sinks", &self.sinks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Checks the settings, migrates the database and joins the consumer group. The broker need not be up yet:
+    /// the consumer connects (and reconnects) in the background.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let sinks = Sink::from_config(&config)?;
+        let store = ProcessedEvents::connect(&config.database_url, config.db_max_connections).await?;
+        let dead_letters = DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, DEAD_LETTER_DELIVERY_TIMEOUT)
+            .context("create the dead-letter producer")?;
+        let consumer = worker::consumer(&config).context("create the Kafka consumer")?;
+        tracing::info!(
+            brokers = %config.kafka_brokers,
+            topic = %config.topic,
+            group = %config.group_id,
+            sinks = ?sinks.iter().map(Sink::name).collect::<Vec<_>>(),
+            "notifications worker ready"
+        );
+        Ok(Self { config, consumer, dead_letters, store, sinks })
+    }
+
+    /// Consumes until `shutdown`, finishing the event in hand, committing offsets and leaving the group.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pruning = tokio::spawn(prune(self.store.clone(), self.config.dedup_retention, shutdown.clone()));
+        let worker = Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.sinks, shutdown.clone());
+        worker.run().await;
+        // The worker stops on shutdown only; make sure the pruning stops with it however the worker ended.
+        shutdown.cancel();
+        pruning.await.context("the pruning task panicked")?;
+        Ok(())
+    }
+}
+
+/// Forgets event ids older than `retention`, hourly.
+async fn prune(store: ProcessedEvents, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        match store.prune(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "pruned processed events past the retention"),
+            Err(error) => tracing::warn!(%error, "cannot prune processed events"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The consumer loop: one record at a time, in partition order (so in order per order, the key being the order
+//! id), each either handled or dead-lettered before its offset is stored for commit.
+//!
+//! Offsets: auto-commit is on but `enable.auto.offset.store` is off, so librdkafka commits (periodically, on a
+//! rebalance and at close) only offsets this loop stored, and it stores one only after the record was handled or
+//! dead-lettered. A crash therefore replays the records in hand, never skips one; the processed-events table
+//! makes the replay harmless.
+
+use std::{fmt::Display, future::Future, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use minizon_common::kafka::HEADER_TRACEPARENT;
+use rdkafka::{
+    ClientConfig, ClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::{KafkaError, KafkaResult, RDKafkaErrorCode},
+    message::{BorrowedMessage, Message},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    config::Config,
+    dead_letter::DeadLetters,
+    event::{self, ReceivedEvent},
+    message::render,
+    sinks::{Notification, Sink, SinkError},
+    store::ProcessedEvents,
+};
+
+/// Logs partition assignments, so that an operator can see which replica owns what.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggingContext;
+
+impl ClientContext for LoggingContext {}
+
+impl ConsumerContext for LoggingContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => tracing::info!(count = partitions.count(), "partitions assigned"),
+            Rebalance::Revoke(partitions) => tracing::info!(count = partitions.count(), "partitions revoked"),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &rdkafka::TopicPartitionList) {
+        match result {
+            // Nothing new was stored since the last commit: not an error.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "offset commit failed; it is retried with the next one"),
+        }
+    }
+}
+
+/// The consumer type of the worker.
+pub type EventConsumer = StreamConsumer<LoggingContext>;
+
+/// Creates the group member and subscribes it to the topic.
+pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
+    let consumer: EventConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", &config.group_id)
+        .set("client.id", "notifications")
+        // A new group starts from the oldest retained event: nothing committed before it came up is missed.
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "1000")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000")
+        .create_with_context(LoggingContext)?;
+    consumer.subscribe(&[&config.topic])?;
+    Ok(consumer)
+}
+
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Every sink has it (now or before), or it is on the dead-letter topic: its offset may be committed.
+    Done,
+    /// Shutdown came while a dependency (database, broker) was unavailable: the record stays uncommitted and is
+    /// handled again after the restart.
+    Interrupted,
+}
+
+/// The consumer loop and everything it needs.
+pub struct Worker {
+    consumer: EventConsumer,
+    dead_letters: DeadLetters,
+    store: ProcessedEvents,
+    sinks: Vec<Sink>,
+    sink_backoff: ExponentialBuilder,
+    dependency_backoff: ExponentialBuilder,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("sinks", &self.sinks).field("dead_letters", &self.dead_letters).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Assembles a worker; `shutdown` ends [`Worker::run`] once the record in hand is done.
+    pub fn new(
+        config: &Config,
+        consumer: EventConsumer,
+        dead_letters: DeadLetters,
+        store: ProcessedEvents,
+        sinks: Vec<Sink>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let sink_backoff = ExponentialBuilder::default()
+            .with_min_delay(config.retry_min_delay)
+            .with_max_delay(config.retry_max_delay)
+            .with_max_times(usize::from(config.sink_attempts.saturating_sub(1)))
+            .with_jitter();
+        let dependency_backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(config.retry_max_delay)
+            .without_max_times()
+            .with_jitter();
+        Self { consumer, dead_letters, store, sinks, sink_backoff, dependency_backoff, shutdown }
+    }
+
+    /// Consumes until shutdown, then commits the stored offsets and leaves the group.
+    pub async fn run(self) {
+        let mut errors = self.dependency_backoff.build();
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break,
+                received = self.consumer.recv() => received,
+            };
+            let message = match received {
+                Ok(message) => message,
+                Err(error) => {
+                    // librdkafka reconnects by itself; this only paces the log while the broker is away.
+                    let delay = errors.next().unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(%error, ?delay, "consumer error");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            errors = self.dependency_backoff.build();
+            let span = tracing::info_span!(
+                "event",
+                partition = message.partition(),
+                offset = message.offset(),
+                traceparent = minizon_common::kafka::header_str(&message, HEADER_TRACEPARENT).unwrap_or(""),
+            );
+            // The record in hand is finished even when shutdown arrives meanwhile: only an unavailable
+            // dependency makes `handle` give up early.
+            if self.handle(&message).instrument(span).await == Outcome::Interrupted {
+                break;
+            }
+            if let Err(error) = self.consumer.store_offset_from_message(&message) {
+                // The partition was revoked meanwhile; its new owner will see the record again and de-duplicate.
+                tracing::warn!(%error, "cannot store the offset");
+            }
+        }
+        self.close();
+    }
+
+    /// Commits what was handled, flushes dead letters. Dropping the consumer then leaves the group at once,
+    /// instead of after a session time-out.
+    fn close(self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "final offset commit failed; the last events will be seen again"),
+        }
+        self.dead_letters.flush(Duration::from_secs(5));
+        tracing::info!("notifications worker stopped");
+    }
+
+    async fn handle(&self, message: &BorrowedMessage<'_>) -> Outcome {
+        let received = match event::decode(message) {
+            Ok(received) => received,
+            Err(malformed) => {
+                tracing::warn!(reason = %malformed, "malformed record: dead-lettering it");
+                return self.dead_letter(message, &malformed.to_string(), None).await;
+            }
+        };
+        let text = render(&received.event);
+        let notification = Notification { event_id: received.event_id, event: &received.event, text: &text };
+        let mut failed_sinks = Vec::new();
+        let mut reasons = Vec::new();
+        for sink in &self.sinks {
+            match self.notify(sink, &received, notification).await {
+                Ok(Outcome::Done) => {}
+                Ok(Outcome::Interrupted) => return Outcome::Interrupted,
+                Err(error) => {
+                    tracing::warn!(sink = sink.name(), %error, event_id = %received.event_id, "sink failed: dead-lettering the event");
+                    failed_sinks.push(sink.name());
+                    reasons.push(format!("{}: {error}", sink.name()));
+                }
+            }
+        }
+        if failed_sinks.is_empty() {
+            return Outcome::Done;
+        }
+        self.dead_letter(message, &reasons.join("; "), Some(&failed_sinks.join(","))).await
+    }
+
+    /// Gives the notification to one sink unless it had it already. `Err` when the sink kept failing.
+    async fn notify(
+        &self,
+        sink: &Sink,
+        received: &ReceivedEvent,
+        notification: Notification<'_>,
+    ) -> Result<Outcome, SinkError> {
+        let (event_id, order_id) = (received.event_id, received.event.order_id);
+        let claim = self.until_ok("claim the event", || self.store.claim(event_id, sink.name(), order_id)).await;
+        let claim = match claim {
+            None => return Ok(Outcome::Interrupted),
+            Some(None) => {
+                tracing::debug!(sink = sink.name(), %event_id, "already notified: skipping the duplicate");
+                return Ok(Outcome::Done);
+            }
+            Some(Some(claim)) => claim,
+        };
+        let sent = (|| sink.send(notification))
+            .retry(self.sink_backoff)
+            .sleep(tokio::time::sleep)
+            .when(SinkError::is_transient)
+            .notify(|error, delay| tracing::info!(sink = sink.name(), %error, ?delay, "sink failed: retrying"))
+            .await;
+        // A failed delivery drops the claim (rollback), so a later redelivery of the event tries again.
+        sent?;
+        if let Err(error) = claim.commit().await {
+            tracing::warn!(%error, "recording the delivery failed: retrying without the claim");
+            let recorded = self.until_ok("record the delivery", || self.store.record(event_id, sink.name(), order_id));
+            if recorded.await.is_none() {
+                return Ok(Outcome::Interrupted);
+            }
+        }
+        tracing::debug!(sink = sink.name(), %event_id, "notified");
+        Ok(Outcome::Done)
+    }
+
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, sinks: Option<&str>) -> Outcome {
+        let published =
+            self.until_ok("publish to the dead-letter topic", || self.dead_letters.publish(message, reason, sinks)).await;
+        match published {
+            Some(()) => {
+                tracing::info!(topic = self.dead_letters.topic(), reason, "dead-lettered");
+                Outcome::Done
+            }
+            None => Outcome::Interrupted,
+        }
+    }
+
+    /// Runs `operation` until it succeeds, backing off between attempts; `None` if shutdown came first. For the
+    /// worker's own dependencies: their outage is no fault of the event, so it is waited out, not dead-lettered.
+    async fn until_ok<T, E, F, Fut>(&self, what: &str, mut operation: F) -> Option<T>
+    where
+        E: Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut delays = self.dependency_backoff.build();
+        loop {
+            match operation().await {
+                Ok(value) => return Some(value),
+                Err(error) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                    tracing::warn!(%error, ?delay, "cannot {what}: retrying");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => {
+                            tracing::warn!("shutdown while unable to {what}: the event stays uncommitted");
+                            return None;
+                        }
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}

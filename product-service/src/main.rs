@@ -1,0 +1,13 @@
+//! `product-service`: the local ProductService server.
+
+use clap::Parser;
+use product_service::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    minizon_common::telemetry::init(&config.log);
+    let shutdown = minizon_common::shutdown::on_signal();
+    let app = Application::build(config).await?;
+    app.run_until_stopped(shutdown).await
+}

@@ -1,0 +1,138 @@
+//! Invariants under real concurrency, counted: no oversell, one winner per order.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use minizon_proto::loms::{
+    CancelOrderRequest, ListStockRequest, OrderPayedRequest, OrderStatus, StocksRequest,
+};
+use minizon_tests::{db::TestDb, loms::TestLoms};
+use sqlx::Row;
+use tonic::Code;
+
+use crate::support::{order, status_of, wait_until_overdue};
+
+const SKU: u32 = 5005;
+const OTHER_SKU: u32 = 5006;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_orders_and_cancels_never_oversell_across_warehouses() {
+    // Arrange: 60 units of the hot sku over 3 warehouses, 200 units of a second sku; 96 buyers want 1-3 each.
+    let loms = Arc::new(TestLoms::start().await);
+    for (warehouse, units) in [(1, 25), (2, 20), (3, 15)] {
+        loms.set_stock(warehouse, SKU, units).await;
+    }
+    loms.set_stock(2, OTHER_SKU, 200).await;
+    let stocked: u64 = 60;
+
+    // Act: 96 concurrent CreateOrders; every third successful buyer cancels right away, every other third pays.
+    let buyers = (0..96u32).map(|n| {
+        let loms = loms.clone();
+        tokio::spawn(async move {
+            let mut client = loms.client().await;
+            let count = n % 3 + 1;
+            match client.create_order(order(i64::from(n) + 1, &[(OTHER_SKU, 1), (SKU, count)])).await {
+                Ok(created) => {
+                    let order_id = created.into_inner().order_id;
+                    match n % 3 {
+                        0 => client.cancel_order(CancelOrderRequest { order_id }).await.map(|_| ()).unwrap(),
+                        1 => client.order_payed(OrderPayedRequest { order_id }).await.map(|_| ()).unwrap(),
+                        _ => {}
+                    }
+                    Some(order_id)
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::FailedPrecondition, "only a shortage may fail: {status:?}");
+                    None
+                }
+            }
+        })
+    });
+    let outcomes: Vec<Option<i64>> = join_all(buyers).await.into_iter().map(|r| r.unwrap()).collect();
+
+    // Assert: count every unit from the database's own records.
+    let created = outcomes.iter().flatten().count();
+    assert!(created > 0 && created < 96, "the hot sku runs out part-way ({created} orders reserved)");
+    let mut conn = loms.db.connect().await;
+    let stock = sqlx::query("select sum(on_hand)::bigint as on_hand, sum(reserved)::bigint as reserved from stocks where sku = $1")
+        .bind(i64::from(SKU))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (on_hand, reserved): (i64, i64) = (stock.get("on_hand"), stock.get("reserved"));
+    let sold: i64 = sqlx::query_scalar(
+        "select coalesce(sum(r.count), 0)::bigint from reservations r join orders o on o.id = r.order_id
+         where r.sku = $1 and o.status = 3",
+    )
+    .bind(i64::from(SKU))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let held: i64 = sqlx::query_scalar(
+        "select coalesce(sum(r.count), 0)::bigint from reservations r join orders o on o.id = r.order_id
+         where r.sku = $1 and o.status = 1",
+    )
+    .bind(i64::from(SKU))
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(on_hand + sold, stocked as i64, "every unit is either on hand or sold");
+    assert!(reserved <= on_hand, "never more reserved than on hand");
+    assert_eq!(held, reserved, "the reservations of unpaid orders are exactly what is reserved");
+    let mut client = loms.client().await;
+    let buyable: u64 = client.stocks(StocksRequest { sku: SKU }).await.unwrap().into_inner().stocks.iter().map(|s| s.count).sum();
+    assert_eq!(buyable as i64, on_hand - reserved, "Stocks reports exactly what is neither sold nor reserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_cancel_and_timeout_racing_on_one_order_have_exactly_one_winner() {
+    // A short payment timeout and a sweep every second make the timeout a real contender.
+    let loms = Arc::new(
+        TestLoms::start_with(TestDb::new().await, |config| {
+            config.payment_timeout = Duration::from_millis(900);
+        })
+        .await,
+    );
+    loms.set_stock(1, SKU, 1_000).await;
+
+    for round in 0..12 {
+        let mut client = loms.client().await;
+        let order_id = client.create_order(order(round + 1, &[(SKU, 2)])).await.unwrap().into_inner().order_id;
+        // Let a few rounds reach the deadline so that pay, cancel and the sweep all contend.
+        if round % 3 == 2 {
+            wait_until_overdue(&loms.db, order_id).await;
+        }
+
+        let (paid, cancelled) = tokio::join!(
+            { let mut c = client.clone(); async move { c.order_payed(OrderPayedRequest { order_id }).await } },
+            { let mut c = client.clone(); async move { c.cancel_order(CancelOrderRequest { order_id }).await } },
+        );
+
+        let status = status_of(&mut client, order_id).await;
+        match status {
+            OrderStatus::Payed => {
+                assert!(paid.is_ok(), "payment won, so it succeeded");
+                assert_eq!(cancelled.unwrap_err().code(), Code::FailedPrecondition);
+            }
+            OrderStatus::Cancelled => {
+                assert!(paid.is_err(), "the order was cancelled, so payment failed: {paid:?}");
+            }
+            other => panic!("round {round}: the order ended {other:?}"),
+        }
+    }
+
+    // Whatever won each round, stock adds up: sold + reserved + free = stocked, nothing reserved remains.
+    let levels = loms.admin().await.list_stock(ListStockRequest { sku: SKU }).await.unwrap().into_inner().levels;
+    let mut conn = loms.db.connect().await;
+    let sold: i64 = sqlx::query_scalar("select coalesce(sum(count), 0)::bigint from order_items i join orders o on o.id = i.order_id where o.status = 3")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(levels[0].reserved, 0, "no reservation is stuck");
+    assert_eq!(levels[0].on_hand as i64 + sold, 1_000);
+    let transitions: i64 = sqlx::query_scalar("select count(*) from order_status_history where to_status in (3, 4)")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(transitions, 12, "exactly one final transition per order");
+}

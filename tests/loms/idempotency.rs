@@ -1,0 +1,88 @@
+//! CreateOrder's `idempotency-key`: the same key returns the first result, without a second order.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use minizon_proto::loms::{CreateOrderRequest, OrderStatus};
+use minizon_tests::loms::TestLoms;
+use tonic::{Code, Request};
+
+use crate::support::{assert_status, available, order, status_of};
+
+fn keyed(request: CreateOrderRequest, key: &str) -> Request<CreateOrderRequest> {
+    let mut request = Request::new(request);
+    request.metadata_mut().insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_key_sent_concurrently_creates_one_order() {
+    let loms = Arc::new(TestLoms::start().await);
+    loms.set_stock(1, 1001, 100).await;
+
+    let calls = (0..32).map(|_| {
+        let loms = loms.clone();
+        tokio::spawn(async move {
+            let mut client = loms.client().await;
+            client.create_order(keyed(order(7, &[(1001, 2)]), "purchase-42")).await.unwrap().into_inner().order_id
+        })
+    });
+    let ids: Vec<i64> = join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+
+    assert!(ids.iter().all(|&id| id == ids[0]), "every call returned the same order: {ids:?}");
+    let mut client = loms.client().await;
+    assert_eq!(available(&mut client, 1001).await, 98, "reserved once");
+    let orders: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(&mut loms.db.connect().await).await.unwrap();
+    assert_eq!(orders, 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_request_is_refused() {
+    let loms = TestLoms::start().await;
+    loms.set_stock(1, 1001, 100).await;
+    let mut client = loms.client().await;
+    client.create_order(keyed(order(7, &[(1001, 2)]), "k1")).await.unwrap();
+
+    assert_status(
+        client.create_order(keyed(order(7, &[(1001, 3)]), "k1")).await,
+        Code::InvalidArgument,
+        "already used",
+    );
+}
+
+#[tokio::test]
+async fn keys_belong_to_one_user() {
+    let loms = TestLoms::start().await;
+    loms.set_stock(1, 1001, 100).await;
+    let mut client = loms.client().await;
+
+    let first = client.create_order(keyed(order(7, &[(1001, 2)]), "k1")).await.unwrap().into_inner().order_id;
+    let second = client.create_order(keyed(order(8, &[(1001, 2)]), "k1")).await.unwrap().into_inner().order_id;
+
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
+async fn a_retried_failed_order_replays_the_failure_without_a_second_order() {
+    let loms = TestLoms::start().await;
+    loms.set_stock(1, 1001, 1).await;
+    let mut client = loms.client().await;
+
+    let first = client.create_order(keyed(order(7, &[(1001, 2)]), "k1")).await.unwrap_err();
+    let second = client.create_order(keyed(order(7, &[(1001, 2)]), "k1")).await.unwrap_err();
+
+    assert_eq!((first.code(), second.code()), (Code::FailedPrecondition, Code::FailedPrecondition));
+    assert_eq!(first.metadata().get("order-id"), second.metadata().get("order-id"));
+    let id: i64 = first.metadata().get("order-id").unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(status_of(&mut client, id).await, OrderStatus::Failed);
+}
+
+#[tokio::test]
+async fn an_empty_or_oversized_key_is_an_invalid_argument() {
+    let loms = TestLoms::start().await;
+    let mut client = loms.client().await;
+
+    assert_status(client.create_order(keyed(order(7, &[(1001, 2)]), "")).await, Code::InvalidArgument, "idempotency-key");
+    let long = "k".repeat(201);
+    assert_status(client.create_order(keyed(order(7, &[(1001, 2)]), &long)).await, Code::InvalidArgument, "idempotency-key");
+}

@@ -1,0 +1,9 @@
+//! LOMS end to end: a real server on a free port, its own PostgreSQL schema, the generated gRPC client.
+
+mod admin;
+mod concurrency;
+mod errors;
+mod idempotency;
+mod lifecycle;
+mod support;
+mod timeout;

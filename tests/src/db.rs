@@ -1,0 +1,71 @@
+//! A fresh PostgreSQL schema per test: cheap to create, isolated, and the services migrate it themselves.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// Where the test databases live; `TEST_DATABASE_URL` overrides. `make test` drops it first so runs start clean.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/minizon_test".into())
+}
+
+/// The PostgreSQL server's address, from the test database URL.
+pub fn server_addr() -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let url = server_url();
+    let after_at = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
+    let host_port = after_at.split('/').next().unwrap_or("127.0.0.1:5432");
+    let host_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:5432") };
+    host_port.to_socket_addrs().expect("resolve the database host").next().expect("an address")
+}
+
+/// One isolated schema in the test database.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    /// URL whose connections see only this schema (through `search_path`).
+    pub url: String,
+    pub schema: String,
+}
+
+impl TestDb {
+    /// Creates the test database if needed and a new empty schema in it.
+    pub async fn new() -> Self {
+        let base = server_url();
+        ensure_database(&base).await;
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&base).await.expect("connect to the test database");
+        conn.execute(format!("create schema {schema}").as_str()).await.expect("create the test schema");
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        Self { url, schema }
+    }
+
+    /// The same schema reached through another address (e.g. a [`crate::proxy::TcpProxy`]).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let (scheme, rest) = self.url.split_once("://").expect("a URL has a scheme");
+        let (userinfo, after_at) = rest.split_once('@').expect("the test URL names a user");
+        let path = after_at.find('/').map_or("", |i| &after_at[i..]);
+        format!("{scheme}://{userinfo}@{addr}{path}")
+    }
+
+    /// A direct connection to the schema, for assertions the API cannot make.
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url).await.expect("connect to the test schema")
+    }
+}
+
+async fn ensure_database(url: &str) {
+    let (server, name) = url.rsplit_once('/').expect("a database URL ends with /name");
+    let name = name.split('?').next().unwrap_or(name);
+    let mut conn = PgConnection::connect(&format!("{server}/postgres")).await.expect("PostgreSQL is running");
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("query pg_database");
+    if !exists {
+        // Several test binaries may race here; "already exists" means another one won.
+        if let Err(error) = conn.execute(format!("create database {name}").as_str()).await {
+            let duplicate = error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "42P04" || c == "23505");
+            assert!(duplicate, "create the test database: {error}");
+        }
+    }
+}
