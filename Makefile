@@ -11,9 +11,11 @@ help: ## list the targets
 build: ## build every binary
 	$(CARGO) build --workspace --bins
 
-test: ## run every test (needs PostgreSQL on 127.0.0.1:5432)
+test: ## run every test: all crates on PostgreSQL, then the end-to-end suites again on SQLite
 	psql "$(dir $(TEST_DATABASE_URL))postgres" -qc 'drop database if exists minizon_test with (force)' >/dev/null
-	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(CARGO) test --workspace --no-fail-fast
+	rm -rf "$${TMPDIR:-/tmp}/minizon-tests"
+	TEST_BACKEND=postgres TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(CARGO) test --workspace --no-fail-fast
+	TEST_BACKEND=sqlite TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(CARGO) test -p minizon-tests --no-fail-fast
 
 lint: ## clippy with warnings as errors, and formatting
 	$(CARGO) fmt --all -- --check

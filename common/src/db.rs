@@ -48,12 +48,35 @@ pub fn watch_health(
     every: Duration,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    watch(move || ping(pool.clone()), reporter, services, every, shutdown)
+}
+
+/// True when a connection of `pool` (any backend) answers a ping.
+pub async fn ping<DB: sqlx::Database>(pool: sqlx::Pool<DB>) -> bool {
+    use sqlx::Connection as _;
+    match pool.acquire().await {
+        Ok(mut conn) => conn.ping().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Runs `probe` every `every` (each try bounded by `every`) and reports SERVING / NOT_SERVING for `services`,
+/// logging each change, until `shutdown`.
+pub fn watch<F, Fut>(
+    probe: F,
+    reporter: HealthReporter,
+    services: &'static [&'static str],
+    every: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
     tokio::spawn(async move {
         let mut was_serving = None;
         loop {
-            let serving = tokio::time::timeout(every, sqlx::query("select 1").execute(&pool))
-                .await
-                .is_ok_and(|result| result.is_ok());
+            let serving = tokio::time::timeout(every, probe()).await.unwrap_or(false);
             if was_serving != Some(serving) {
                 if serving {
                     tracing::info!("database reachable: SERVING");
@@ -69,4 +92,65 @@ pub fn watch_health(
             }
         }
     })
+}
+
+/// SQLite pools for the embedded mode: one writer connection (SQLite runs one write transaction at a time; a
+/// single connection queues writers in-process instead of failing them with SQLITE_BUSY) and a few readers that
+/// WAL lets run beside it. An in-memory database lives in one connection, so both pools are that connection.
+#[derive(Debug, Clone)]
+pub struct SqlitePools {
+    pub writer: sqlx::SqlitePool,
+    pub reader: sqlx::SqlitePool,
+}
+
+/// Opens (creating if missing) the SQLite database at `url` (`sqlite://path/to/file.db` or `sqlite::memory:`).
+pub async fn connect_sqlite(url: &str, readers: u32) -> Result<SqlitePools, sqlx::Error> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+    let options = url
+        .parse::<SqliteConnectOptions>()?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5))
+        .log_statements(tracing::log::LevelFilter::Trace);
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if in_memory {
+        // The database exists only as long as its one connection does: never let the pool close it.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        return Ok(SqlitePools { writer: pool.clone(), reader: pool });
+    }
+    // WAL keeps readers off the writer's back; NORMAL sync is durable across process crashes in WAL mode.
+    let options = options.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
+        .await?;
+    let reader = SqlitePoolOptions::new().max_connections(readers.max(1)).connect_with(options.read_only(true)).await?;
+    Ok(SqlitePools { writer, reader })
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend of `url`, by its scheme.
+    pub fn of(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(format!("unsupported database URL {url:?}: use postgres://… or sqlite://…"))
+        }
+    }
 }

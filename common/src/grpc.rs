@@ -16,6 +16,7 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     routes: RoutesBuilder,
     health: HealthReporter,
+    advertised: Option<Vec<String>>,
 }
 
 impl GrpcServer {
@@ -24,14 +25,16 @@ impl GrpcServer {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(minizon_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(io::Error::other)?;
         let mut routes = RoutesBuilder::default();
-        routes.add_service(health_service).add_service(reflection);
-        Ok(Self { listener, local_addr, routes, health })
+        routes.add_service(health_service);
+        Ok(Self { listener, local_addr, routes, health, advertised: None })
+    }
+
+    /// Limits reflection to these services (full names, e.g. `loms_v1.LomsV1`), so that `grpcurl list` shows what
+    /// this server serves rather than every miniZON contract. Without it, every contract is advertised.
+    pub fn advertise(&mut self, services: &[&str]) -> &mut Self {
+        self.advertised = Some(services.iter().map(|s| (*s).to_owned()).collect());
+        self
     }
 
     /// The address the server actually listens on.
@@ -50,7 +53,20 @@ impl GrpcServer {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and drains in-flight requests.
-    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+    pub async fn serve(mut self, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+        let descriptors = contracts(self.advertised.as_deref());
+        // Both reflection versions: grpcurl before 1.8.8 and many other tools only speak v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_file_descriptor_set(descriptors.clone())
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        match (reflection().build_v1(), reflection().build_v1alpha()) {
+            (Ok(v1), Ok(v1alpha)) => {
+                self.routes.add_service(v1).add_service(v1alpha);
+            }
+            (Err(error), _) | (_, Err(error)) => tracing::error!(%error, "gRPC reflection is off"),
+        }
         tracing::info!(addr = %self.local_addr, "gRPC server listening");
         let incoming = TcpListenerStream::new(self.listener);
         tonic::transport::Server::builder()
@@ -69,4 +85,19 @@ pub async fn set_health(reporter: &HealthReporter, services: &[&str], serving: b
     for service in services {
         reporter.set_service_status(*service, status).await;
     }
+}
+
+/// The miniZON descriptor set with only the `advertised` services left in it (all of them for `None`); every
+/// message type stays, so `describe` works for anything a service uses.
+fn contracts(advertised: Option<&[String]>) -> prost_types::FileDescriptorSet {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(minizon_proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set generated at build time decodes");
+    if let Some(advertised) = advertised {
+        for file in &mut set.file {
+            let package = file.package().to_owned();
+            file.service.retain(|service| advertised.iter().any(|name| *name == format!("{package}.{}", service.name())));
+        }
+    }
+    set
 }

@@ -37,6 +37,10 @@ pub struct Config {
     #[arg(long, env = "LOMS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
 
+    /// The outbox relay: Kafka brokers, topic, batching, retention.
+    #[command(flatten)]
+    pub outbox: crate::outbox::RelayConfig,
+
     #[command(flatten)]
     pub log: minizon_common::telemetry::LogArgs,
 }
@@ -47,6 +51,8 @@ impl Config {
         let mut config = Self::parse_from(["loms"]);
         config.database_url = database_url.into();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // No broker needed: tests that want events turn the relay on and point it at theirs.
+        config.outbox.enabled = false;
         config
     }
 }

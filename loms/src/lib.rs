@@ -9,6 +9,7 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod jobs;
+pub mod outbox;
 pub mod startup;
 pub mod stock_file;
 pub mod storage;

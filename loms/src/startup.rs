@@ -1,6 +1,6 @@
 //! Building and running a LOMS server: storage, gRPC services, health, the unpaid-order sweep.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use minizon_common::grpc::{GrpcServer, set_health};
 use minizon_proto::loms::{loms_admin_v1_server::LomsAdminV1Server, loms_v1_server::LomsV1Server};
@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     grpc::{AdminService, AdminToken, OrdersService},
     jobs::unpaid_timeout::UnpaidTimeoutJob,
-    storage::PgStore,
+    storage::Storage,
 };
 
 /// gRPC service names whose health follows the database's.
@@ -20,23 +20,24 @@ const SERVICES: &[&str] = &["loms_v1.LomsV1", "loms_v1.LomsAdminV1"];
 #[derive(Debug)]
 pub struct Application {
     server: GrpcServer,
-    store: Arc<PgStore>,
+    storage: Storage,
     config: Config,
 }
 
 impl Application {
     /// Connects to (and migrates) the database and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Arc::new(PgStore::connect(&config.database_url, config.db_max_connections).await?);
+        let storage = Storage::connect(&config.database_url, config.db_max_connections).await?;
         let mut server = GrpcServer::bind(config.listen).await?;
+        server.advertise(SERVICES);
         server
             .routes()
-            .add_service(LomsV1Server::new(OrdersService::new(store.clone(), config.payment_timeout)))
+            .add_service(LomsV1Server::new(OrdersService::new(storage.orders(), config.payment_timeout)))
             .add_service(LomsAdminV1Server::with_interceptor(
-                AdminService::new(store.clone()),
+                AdminService::new(storage.stocks()),
                 AdminToken::new(config.admin_token.clone()),
             ));
-        Ok(Self { server, store, config })
+        Ok(Self { server, storage, config })
     }
 
     /// The address the server listens on (the real port when configured with port 0).
@@ -46,24 +47,38 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then drains requests and stops the background jobs.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { server, store, config } = self;
+        let Self { server, storage, config } = self;
         let health = server.health();
         set_health(&health, SERVICES, true).await;
-        let health_watch = minizon_common::db::watch_health(
-            store.pool().clone(),
+        let probe = storage.clone();
+        let health_watch = minizon_common::db::watch(
+            move || {
+                let probe = probe.clone();
+                async move { probe.ping().await }
+            },
             health,
             SERVICES,
             Duration::from_secs(2),
             shutdown.clone(),
         );
-        let sweeper = UnpaidTimeoutJob::start(store.clone(), &config.sweep_schedule, config.sweep_batch).await?;
+        // Dropped (stopped) if anything below fails to start.
+        let relay = match (&storage, config.outbox.enabled) {
+            (_, false) => None,
+            (Storage::Postgres(store), true) => Some(crate::outbox::spawn(store.pool().clone(), &config.outbox)?),
+            (Storage::Sqlite(_), true) => anyhow::bail!("the outbox relay does not run on SQLite yet"),
+        };
+        let sweeper = UnpaidTimeoutJob::start(storage.orders(), &config.sweep_schedule, config.sweep_batch).await?;
 
         let served = server.serve(shutdown.clone()).await;
         // Whatever ended serving, stop the rest too.
         shutdown.cancel();
         sweeper.shutdown().await;
+        // Last, so that the events of the final requests and sweep go out with the relay's flush.
+        if let Some(relay) = relay {
+            relay.shutdown().await;
+        }
         let _ = health_watch.await;
-        store.pool().close().await;
+        storage.close().await;
         tracing::info!("LOMS stopped");
         served.map_err(Into::into)
     }

@@ -34,9 +34,8 @@ impl ProductServiceHandler {
         }
     }
 
-    /// Lets a request through, or says why not.
+    /// Checks the quota and the token, then waits the configured latency.
     async fn admit(&self, token: &str) -> Result<(), Status> {
-        self.requests.record();
         if self.limiter.as_ref().is_some_and(|limiter| limiter.check().is_err()) {
             return Err(Status::resource_exhausted("ProductService rate limit exceeded; slow down and retry"));
         }
@@ -57,6 +56,7 @@ impl ProductServiceHandler {
 impl ProductService for ProductServiceHandler {
     #[tracing::instrument(skip_all, fields(sku = request.get_ref().sku))]
     async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
+        let _in_flight = self.requests.record();
         let request = request.into_inner();
         self.admit(&request.token).await?;
         if request.sku == 0 {
@@ -69,6 +69,7 @@ impl ProductService for ProductServiceHandler {
 
     #[tracing::instrument(skip_all, fields(start_after_sku = request.get_ref().start_after_sku, count = request.get_ref().count))]
     async fn list_skus(&self, request: Request<ListSkusRequest>) -> Result<Response<ListSkusResponse>, Status> {
+        let _in_flight = self.requests.record();
         let request = request.into_inner();
         self.admit(&request.token).await?;
         // No server-side page cap: a short page means "the end" to clients, so it must never be a truncated one.

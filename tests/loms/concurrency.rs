@@ -7,7 +7,6 @@ use minizon_proto::loms::{
     CancelOrderRequest, ListStockRequest, OrderPayedRequest, OrderStatus, StocksRequest,
 };
 use minizon_tests::{db::TestDb, loms::TestLoms};
-use sqlx::Row;
 use tonic::Code;
 
 use crate::support::{order, status_of, wait_until_overdue};
@@ -53,29 +52,17 @@ async fn concurrent_orders_and_cancels_never_oversell_across_warehouses() {
     // Assert: count every unit from the database's own records.
     let created = outcomes.iter().flatten().count();
     assert!(created > 0 && created < 96, "the hot sku runs out part-way ({created} orders reserved)");
-    let mut conn = loms.db.connect().await;
-    let stock = sqlx::query("select sum(on_hand)::bigint as on_hand, sum(reserved)::bigint as reserved from stocks where sku = $1")
-        .bind(i64::from(SKU))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    let (on_hand, reserved): (i64, i64) = (stock.get("on_hand"), stock.get("reserved"));
-    let sold: i64 = sqlx::query_scalar(
-        "select coalesce(sum(r.count), 0)::bigint from reservations r join orders o on o.id = r.order_id
-         where r.sku = $1 and o.status = 3",
-    )
-    .bind(i64::from(SKU))
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    let held: i64 = sqlx::query_scalar(
-        "select coalesce(sum(r.count), 0)::bigint from reservations r join orders o on o.id = r.order_id
-         where r.sku = $1 and o.status = 1",
-    )
-    .bind(i64::from(SKU))
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    let db = &loms.db;
+    let on_hand = db.scalar(&format!("select cast(sum(on_hand) as bigint) from stocks where sku = {SKU}")).await;
+    let reserved = db.scalar(&format!("select cast(sum(reserved) as bigint) from stocks where sku = {SKU}")).await;
+    let units_of_orders_in = |status: i32| {
+        format!(
+            "select cast(coalesce(sum(r.count), 0) as bigint) from reservations r join orders o on o.id = r.order_id
+             where r.sku = {SKU} and o.status = {status}"
+        )
+    };
+    let sold = db.scalar(&units_of_orders_in(3)).await;
+    let held = db.scalar(&units_of_orders_in(1)).await;
     assert_eq!(on_hand + sold, stocked as i64, "every unit is either on hand or sold");
     assert!(reserved <= on_hand, "never more reserved than on hand");
     assert_eq!(held, reserved, "the reservations of unpaid orders are exactly what is reserved");
@@ -123,16 +110,12 @@ async fn pay_cancel_and_timeout_racing_on_one_order_have_exactly_one_winner() {
 
     // Whatever won each round, stock adds up: sold + reserved + free = stocked, nothing reserved remains.
     let levels = loms.admin().await.list_stock(ListStockRequest { sku: SKU }).await.unwrap().into_inner().levels;
-    let mut conn = loms.db.connect().await;
-    let sold: i64 = sqlx::query_scalar("select coalesce(sum(count), 0)::bigint from order_items i join orders o on o.id = i.order_id where o.status = 3")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let sold = loms
+        .db
+        .scalar("select cast(coalesce(sum(count), 0) as bigint) from order_items i join orders o on o.id = i.order_id where o.status = 3")
+        .await;
     assert_eq!(levels[0].reserved, 0, "no reservation is stuck");
     assert_eq!(levels[0].on_hand as i64 + sold, 1_000);
-    let transitions: i64 = sqlx::query_scalar("select count(*) from order_status_history where to_status in (3, 4)")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let transitions = loms.db.scalar("select count(*) from order_status_history where to_status in (3, 4)").await;
     assert_eq!(transitions, 12, "exactly one final transition per order");
 }

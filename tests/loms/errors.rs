@@ -134,7 +134,8 @@ async fn stock_cannot_fall_below_what_unpaid_orders_reserved() {
 
 #[tokio::test]
 async fn a_database_outage_is_unavailable_and_health_says_not_serving_until_it_returns() {
-    let db = TestDb::new().await;
+    // A server that can go away is a PostgreSQL concern: this runs on PostgreSQL whichever backend the suite uses.
+    let db = TestDb::postgres().await;
     let proxy = TcpProxy::start(minizon_tests::db::server_addr()).await;
     let through_proxy = TestDb { url: db.url_via(proxy.addr()), schema: db.schema.clone() };
     let loms = TestLoms::start_with(through_proxy, |_| {}).await;
@@ -171,7 +172,7 @@ async fn a_database_outage_is_unavailable_and_health_says_not_serving_until_it_r
 
 #[tokio::test]
 async fn a_client_deadline_is_honoured_when_the_database_hangs() {
-    let db = TestDb::new().await;
+    let db = TestDb::postgres().await;
     let proxy = TcpProxy::start(minizon_tests::db::server_addr()).await;
     let through_proxy = TestDb { url: db.url_via(proxy.addr()), schema: db.schema.clone() };
     let loms = TestLoms::start_with(through_proxy, |_| {}).await;

@@ -32,7 +32,7 @@ async fn the_same_key_sent_concurrently_creates_one_order() {
     assert!(ids.iter().all(|&id| id == ids[0]), "every call returned the same order: {ids:?}");
     let mut client = loms.client().await;
     assert_eq!(available(&mut client, 1001).await, 98, "reserved once");
-    let orders: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(&mut loms.db.connect().await).await.unwrap();
+    let orders = loms.db.scalar("select count(*) from orders").await;
     assert_eq!(orders, 1);
 }
 

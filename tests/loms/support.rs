@@ -30,17 +30,18 @@ pub(crate) fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>
     );
 }
 
-/// Waits (bounded) until the order's payment deadline has passed by the database's clock.
+/// Waits (bounded) until the order's payment deadline has passed by the clock that wrote it (the database's on
+/// PostgreSQL, LOMS's own on SQLite, where deadlines are Unix milliseconds).
 pub(crate) async fn wait_until_overdue(db: &minizon_tests::db::TestDb, order_id: i64) {
     minizon_tests::poll::until("the payment deadline to pass", std::time::Duration::from_secs(10), || async {
-        let mut conn = db.connect().await;
-        let due: Option<bool> = sqlx::query_scalar("select payment_deadline <= now() from orders where id = $1")
-            .bind(order_id)
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
+        let deadline_passed = if db.is_postgres() {
+            format!("select count(*) from orders where id = {order_id} and (payment_deadline is null or payment_deadline <= now())")
+        } else {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+            format!("select count(*) from orders where id = {order_id} and (payment_deadline is null or payment_deadline <= {now})")
+        };
         // A null deadline means the order no longer awaits payment: nothing left to wait for.
-        due.unwrap_or(true).then_some(())
+        (db.scalar(&deadline_passed).await == 1).then_some(())
     })
     .await;
 }

@@ -1,6 +1,23 @@
-//! A fresh PostgreSQL schema per test: cheap to create, isolated, and the services migrate it themselves.
+//! A fresh database per test: a PostgreSQL schema, or an SQLite file, as `TEST_BACKEND` says (`postgres`, the
+//! default, or `sqlite`). `make test` runs the suites once per backend. The services migrate it themselves.
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{AnyConnection, Connection, Executor, PgConnection};
+
+/// The database the suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The backend chosen by `TEST_BACKEND`; anything but `postgres` or `sqlite` is a mistake worth stopping for.
+pub fn backend() -> Backend {
+    match std::env::var("TEST_BACKEND").as_deref() {
+        Err(_) | Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") => Backend::Sqlite,
+        Ok(other) => panic!("TEST_BACKEND must be `postgres` or `sqlite`, not {other:?}"),
+    }
+}
 
 /// Where the test databases live; `TEST_DATABASE_URL` overrides. `make test` drops it first so runs start clean.
 pub fn server_url() -> String {
@@ -26,8 +43,42 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates the test database if needed and a new empty schema in it.
+    /// A fresh, empty database of the configured backend.
     pub async fn new() -> Self {
+        match backend() {
+            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Self::sqlite(),
+        }
+    }
+
+    /// A new SQLite file in the temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join("minizon-tests");
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let url = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+        Self { url, schema: name }
+    }
+
+    /// Whether this database is PostgreSQL (outage tests need a server to take away).
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres")
+    }
+
+    /// A connection of either backend, for portable assertions (standard SQL, `cast(… as bigint)` for sums).
+    pub async fn connect_any(&self) -> AnyConnection {
+        sqlx::any::install_default_drivers();
+        AnyConnection::connect(&self.url).await.expect("connect to the test database")
+    }
+
+    /// Runs a portable query returning one integer.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let mut conn = self.connect_any().await;
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Creates the test database if needed and a new empty schema in it.
+    pub async fn postgres() -> Self {
         let base = server_url();
         ensure_database(&base).await;
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -46,8 +97,9 @@ impl TestDb {
         format!("{scheme}://{userinfo}@{addr}{path}")
     }
 
-    /// A direct connection to the schema, for assertions the API cannot make.
+    /// A direct PostgreSQL connection to the schema, for assertions the API cannot make.
     pub async fn connect(&self) -> PgConnection {
+        assert!(self.is_postgres(), "connect() is for PostgreSQL; use connect_any() in tests that run on both");
         PgConnection::connect(&self.url).await.expect("connect to the test schema")
     }
 }

@@ -10,5 +10,8 @@ pub mod storage;
 pub use allocation::{Reservation, Shortage, StockRow, allocate};
 pub use error::LomsError;
 pub use ids::{Count, OrderId, Sku, UserId, WarehouseId};
-pub use order::{Decision, Order, OrderLines, OrderStatus, RecordedTransition, Transition, TransitionReason};
+pub use order::{
+    Action, Decision, Order, OrderLines, OrderStatus, Plan, RecordedTransition, Transition, TransitionReason, plan,
+    unpaid_timeout,
+};
 pub use storage::{CreateOrder, CreateOutcome, IdempotencyKey, OrderStore, StockLevel, StockStore};

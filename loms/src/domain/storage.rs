@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{
     error::LomsError,
     ids::{OrderId, Sku, UserId, WarehouseId},
-    order::{Order, OrderLines, RecordedTransition},
+    order::{Order, OrderLines, OrderStatus, RecordedTransition},
 };
 
 /// A client's `idempotency-key` and a fingerprint of the request it came with.
@@ -17,6 +17,26 @@ use super::{
 pub struct IdempotencyKey {
     pub key: String,
     pub request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// The answer to a repeated key, from the order the first call stored: the same result for the same request
+    /// (the failure again for a failed order, whose `last_detail` names the short sku), a refusal for another.
+    pub fn replay(
+        &self,
+        stored_hash: Option<&str>,
+        order_id: OrderId,
+        status: OrderStatus,
+        last_detail: String,
+    ) -> Result<CreateOutcome, LomsError> {
+        if stored_hash != Some(self.request_hash.as_str()) {
+            return Err(LomsError::IdempotencyKeyReused { key: self.key.clone() });
+        }
+        match status {
+            OrderStatus::Failed => Err(LomsError::InsufficientStock { order_id, detail: last_detail }),
+            _ => Ok(CreateOutcome { order_id, replayed: true }),
+        }
+    }
 }
 
 /// Everything CreateOrder needs.

@@ -14,9 +14,9 @@ use sqlx::{PgPool, Postgres, Row, Transaction, migrate::MigrateDatabase, postgre
 
 use crate::{
     domain::{
-        CreateOrder, CreateOutcome, Decision, LomsError, Order, OrderId, OrderLines, OrderStatus, OrderStore,
-        RecordedTransition, Reservation, Sku, StockLevel, StockRow, StockStore, Transition, TransitionReason, UserId,
-        WarehouseId, allocate, ids::InvalidInput,
+        Action, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus, OrderStore,
+        Plan, RecordedTransition, Reservation, Sku, StockLevel, StockRow, StockStore, Transition, TransitionReason, UserId,
+        WarehouseId, allocate, ids::InvalidInput, plan, unpaid_timeout,
     },
     events,
 };
@@ -84,7 +84,7 @@ impl PgStore {
         let Some(order_id) = inserted else {
             tx.rollback().await?;
             let idempotency = request.idempotency.as_ref().expect("only a keyed insert can conflict");
-            return self.replay(request.user, &idempotency.key, &idempotency.request_hash).await;
+            return self.replay(request.user, idempotency).await;
         };
         let order_id = OrderId::try_from(order_id).map_err(|e| LomsError::Internal(e.into()))?;
 
@@ -130,25 +130,23 @@ impl PgStore {
     }
 
     /// The first call's result for a (user, key) pair.
-    async fn replay(&self, user: UserId, key: &str, request_hash: &str) -> Result<CreateOutcome, LomsError> {
+    async fn replay(&self, user: UserId, idempotency: &IdempotencyKey) -> Result<CreateOutcome, LomsError> {
         let row = sqlx::query(
             "select o.id, o.status, o.request_hash,
                     (select detail from order_status_history h where h.order_id = o.id order by h.id desc limit 1) as detail
              from orders o where o.user_id = $1 and o.idempotency_key = $2",
         )
         .bind(user.get())
-        .bind(key)
+        .bind(&idempotency.key)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| LomsError::Internal("an idempotency key conflicted but its order is gone".into()))?;
-        if row.get::<Option<String>, _>("request_hash").as_deref() != Some(request_hash) {
-            return Err(LomsError::IdempotencyKeyReused { key: key.to_owned() });
-        }
-        let order_id = order_id_of(row.get("id"))?;
-        match status_of(row.get("status"))? {
-            OrderStatus::Failed => Err(LomsError::InsufficientStock { order_id, detail: row.get("detail") }),
-            _ => Ok(CreateOutcome { order_id, replayed: true }),
-        }
+        idempotency.replay(
+            row.get::<Option<String>, _>("request_hash").as_deref(),
+            order_id_of(row.get("id"))?,
+            status_of(row.get("status"))?,
+            row.get::<Option<String>, _>("detail").unwrap_or_default(),
+        )
     }
 
     /// Pays or cancels one order: the shared shape of OrderPayed and CancelOrder.
@@ -165,28 +163,9 @@ impl PgStore {
         let user = UserId::try_from(row.get::<i64, _>("user_id")).map_err(|e| LomsError::Internal(e.into()))?;
         let overdue = row.get::<Option<bool>, _>("overdue").unwrap_or(false);
 
-        let decision = match action {
-            Action::Pay => status.pay(),
-            Action::Cancel => status.cancel(TransitionReason::UserCancel),
+        let Some(Plan { transition, reply }) = plan(id, status, action, overdue)? else {
+            return Ok(());
         };
-        let transition = match decision {
-            Decision::AlreadyDone => return Ok(()),
-            Decision::Refuse { status, action } => {
-                return Err(LomsError::IllegalTransition { order_id: id, status, action });
-            }
-            Decision::Apply(transition) => transition,
-        };
-        // A payment that arrives after the deadline loses to the timeout, whether or not the sweep has run yet:
-        // the outcome must not depend on the sweep's schedule.
-        let (transition, late_payment) = if action == Action::Pay && overdue {
-            let Decision::Apply(expired) = status.cancel(TransitionReason::UnpaidTimeout) else {
-                return Err(LomsError::Internal("an awaiting order must be cancellable".into()));
-            };
-            (expired, true)
-        } else {
-            (transition, false)
-        };
-
         release(&mut tx, &[id], transition.to == OrderStatus::Payed).await?;
         sqlx::query("update orders set status = $2, payment_deadline = null, updated_at = now() where id = $1")
             .bind(id.get())
@@ -197,7 +176,7 @@ impl PgStore {
         let lines = lines.ok_or_else(|| LomsError::Internal(format!("order {id} has no items").into()))?;
         record(&mut tx, &[(id, user, &lines, vec![transition])]).await?;
         tx.commit().await?;
-        if late_payment { Err(LomsError::PaymentDeadlinePassed(id)) } else { Ok(()) }
+        reply
     }
 
     async fn try_cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
@@ -230,8 +209,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         let lines = order_lines(&mut tx, &ids).await?;
-        let expired = Transition::new(Some(OrderStatus::AwaitingPayment), OrderStatus::Cancelled, TransitionReason::UnpaidTimeout)
-            .with_detail("not paid before the payment deadline");
+        let expired = unpaid_timeout();
         let batch: Vec<_> = ids
             .iter()
             .zip(&users)
@@ -242,12 +220,6 @@ impl PgStore {
         tx.commit().await?;
         Ok(ids)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Pay,
-    Cancel,
 }
 
 /// Locks the stock rows of `skus` in the global lock order and returns their free units.

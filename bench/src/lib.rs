@@ -1,0 +1,244 @@
+//! miniZON's load generator: closed-loop tonic clients against a running system, each scenario next to a same-run
+//! baseline of the same machine (pgbench on the same PostgreSQL, a no-op gRPC call on the same server), reported
+//! as throughput, latency percentiles, errors by status code, ratios and peak memory, in JSON and Markdown.
+//!
+//! A scenario is a [`runner::Scenario`]: how a client connects and what one iteration sends. Adding one for a new
+//! part of the system is a type in [`scenarios`] and a line in [`run`].
+
+pub mod config;
+pub mod pgbench;
+pub mod report;
+pub mod rss;
+pub mod runner;
+pub mod scenarios;
+pub mod stats;
+pub mod sweep;
+pub mod target;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::RunArgs,
+    report::{ClientRun, Machine, Report, Settings},
+    rss::PeakMemory,
+    runner::{LoadSpec, Scenario, ScenarioResult},
+    scenarios::{HealthCheck, ListCart, OrderFlow, Stocks, loms::AfterCreate},
+    target::{Channels, SkuRange},
+};
+
+/// How long a server may take to report SERVING before the run gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Seeds stock, runs every asked scenario at every client count, and writes the reports.
+pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
+    args.validate()?;
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    target::wait_serving(&args.loms_url, READY_TIMEOUT).await?;
+    let skus = SkuRange { first: args.first_sku, count: args.sku_count };
+    if !args.no_seed {
+        let token = args.loms_admin_token.as_deref().context("seeding stock needs --loms-admin-token")?;
+        let mut admin = target::admin_client(&args.loms_url, token).await?;
+        let levels = target::seed_stock(&mut admin, skus.iter(), args.warehouses, args.stock).await?;
+        tracing::info!(levels, "stock seeded");
+    }
+    let pgbench = pgbench_of(args);
+    let mut runs = Vec::new();
+    let mut listcart_runs = 0;
+    for &clients in &args.clients {
+        let connections = if args.connections == 0 { clients } else { args.connections };
+        let loms = Channels::connect(&args.loms_url, connections, args.request_timeout).await?;
+        let spec = LoadSpec {
+            clients,
+            warmup: args.warmup,
+            duration: args.duration,
+            max_iterations: args.requests,
+            rate: None,
+        };
+        let mut results: Vec<ScenarioResult> = Vec::new();
+        let mut record = |mut result: ScenarioResult| {
+            for watched in &args.watch {
+                if let Some(memory) = rss::sample(watched.pid) {
+                    result.rss_kib.insert(watched.name.clone(), memory.rss_kib);
+                }
+            }
+            log_result(&result);
+            results.push(result);
+        };
+
+        if args.wants("pgbench") {
+            match &pgbench {
+                Some(pgbench) => record(pgbench.run(clients, args.warmup, args.duration).await?),
+                None => tracing::warn!("pgbench baseline skipped: no --pgbench-database-url"),
+            }
+        }
+        let orders = |items, then| Arc::new(OrderFlow::new(loms.clone(), skus, items, then, args.seed));
+        if args.wants("create-3") {
+            let created = scenario("create-3", orders(3, AfterCreate::Leave), spec).await?;
+            let peak = created.op("CreateOrder").map_or(0.0, |op| op.throughput);
+            record(created);
+            if args.wants("create-3@80%") && peak > 0.0 {
+                let paced = LoadSpec { rate: Some(peak * 0.8), ..spec };
+                record(scenario("create-3@80%", orders(3, AfterCreate::Leave), paced).await?);
+            }
+        } else if args.wants("create-3@80%") {
+            tracing::warn!("create-3@80% skipped: it paces at 80 % of the peak create-3 measures");
+        }
+        for items in [1, 3, 10, 100] {
+            let name = format!("purchase-{items}");
+            if args.wants(&name) {
+                record(scenario(&name, orders(items, AfterCreate::Pay), spec).await?);
+            }
+        }
+        if args.wants("churn-3") {
+            record(scenario("churn-3", orders(3, AfterCreate::Cancel), spec).await?);
+        }
+        if args.wants("health") {
+            record(scenario("health", Arc::new(HealthCheck::new(loms.clone(), "")), spec).await?);
+        }
+        if args.wants("stocks") {
+            record(scenario("stocks", Arc::new(Stocks::new(loms.clone(), skus, args.seed)), spec).await?);
+        }
+        match (&args.checkout_url, args.wants("checkout-health") || args.wants("listcart")) {
+            (Some(checkout_url), true) => {
+                target::wait_serving(checkout_url, READY_TIMEOUT).await?;
+                let checkout = Channels::connect(checkout_url, connections, args.request_timeout).await?;
+                if args.wants("checkout-health") {
+                    record(scenario("checkout-health", Arc::new(HealthCheck::new(checkout.clone(), "")), spec).await?);
+                }
+                if args.wants("listcart") {
+                    let token = args.loms_admin_token.as_deref().context("ListCart stocks its skus: --loms-admin-token")?;
+                    let mut admin = target::admin_client(&args.loms_url, token).await?;
+                    // Fresh users per run, so that every cart starts empty and ends with exactly the lines asked.
+                    let first_user = 1_000_000_000 + listcart_runs * 10_000;
+                    listcart_runs += 1;
+                    let listcart = ListCart::prepare(
+                        checkout,
+                        &args.product_url,
+                        &args.product_token,
+                        &mut admin,
+                        args.cart_lines,
+                        first_user,
+                    )
+                    .await?;
+                    record(scenario("listcart", Arc::new(listcart), spec).await?);
+                }
+            }
+            (None, true) => tracing::warn!("Checkout scenarios skipped: no --checkout-url"),
+            _ => {}
+        }
+        runs.push(ClientRun { clients, ratios: report::ratios(&results), results });
+    }
+
+    let sweep = match (&args.loms_database_url, args.wants("sweep")) {
+        (Some(database_url), true) => {
+            let channels = Channels::connect(&args.loms_url, args.sweep_create_clients, args.request_timeout).await?;
+            let spec = sweep::SweepSpec {
+                orders: args.sweep_orders,
+                items: args.sweep_items,
+                create_clients: args.sweep_create_clients,
+                light_clients: args.sweep_light_clients,
+                light_rate: args.sweep_light_rate,
+                baseline: args.sweep_baseline,
+                limit: args.sweep_limit,
+            };
+            let result = sweep::run(&channels, database_url, skus, spec, args.seed).await?;
+            tracing::info!(orders = result.orders_due, secs = result.sweep_secs, completed = result.completed, "sweep");
+            Some(result)
+        }
+        (None, true) => {
+            tracing::warn!("sweep skipped: no --loms-database-url");
+            None
+        }
+        _ => None,
+    };
+
+    let memory: Vec<PeakMemory> = args
+        .watch
+        .iter()
+        .filter_map(|w| rss::sample(w.pid).map(|m| PeakMemory { service: w.name.clone(), pid: w.pid, peak_kib: m.peak_kib }))
+        .collect();
+    let database_url = args.loms_database_url.as_deref().or(args.pgbench_database_url.as_deref());
+    let report = Report {
+        label: args.label.clone(),
+        started_at,
+        machine: machine(database_url).await,
+        settings: Settings {
+            warmup_secs: args.warmup.as_secs_f64(),
+            duration_secs: args.duration.as_secs_f64(),
+            connections: args.connections,
+            skus: args.sku_count,
+            warehouses: args.warehouses,
+        },
+        targets: report::targets(&runs, sweep.as_ref(), &memory),
+        runs,
+        sweep,
+        memory,
+    };
+    write(&args.json, &serde_json::to_string_pretty(&report)?)?;
+    write(&args.markdown, &report.markdown())?;
+    Ok(report)
+}
+
+/// Runs one scenario with nothing to stop it early.
+pub async fn scenario<S: Scenario>(name: &str, scenario: Arc<S>, spec: LoadSpec) -> anyhow::Result<ScenarioResult> {
+    tracing::info!(scenario = name, clients = spec.clients, rate = spec.rate, "running");
+    runner::run(name, scenario, spec, CancellationToken::new()).await.with_context(|| format!("scenario {name}"))
+}
+
+fn pgbench_of(args: &RunArgs) -> Option<pgbench::Pgbench> {
+    let database_url = args.pgbench_database_url.clone()?;
+    let log_dir = args.json.parent().unwrap_or_else(|| Path::new(".")).join("pgbench-logs");
+    Some(pgbench::Pgbench { binary: args.pgbench.clone(), database_url, log_dir })
+}
+
+fn log_result(result: &ScenarioResult) {
+    for op in &result.ops {
+        tracing::info!(
+            scenario = %result.scenario,
+            clients = result.clients,
+            op = %op.op,
+            ok_per_sec = format!("{:.0}", op.summary.throughput),
+            p50_ms = op.summary.latency_ms.p50,
+            p99_ms = op.summary.latency_ms.p99,
+            errors = op.summary.errors,
+            "result"
+        );
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+/// What is known about the machine; unknown parts are left empty rather than failing the run.
+async fn machine(database_url: Option<&str>) -> Machine {
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|line| line.starts_with("MemTotal:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    let postgres = match database_url {
+        Some(url) => {
+            let version = async {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+                sqlx::query_scalar::<_, String>("select version()").fetch_one(&mut conn).await
+            };
+            version.await.ok()
+        }
+        None => None,
+    };
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_gib: memory_kib as f64 / (1024.0 * 1024.0),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default(),
+        postgres,
+    }
+}

@@ -1,0 +1,216 @@
+//! The same-run database baseline: PostgreSQL's own `pgbench` (TPC-B-like, prepared statements) on the same
+//! server with the same client count, its latencies read from its per-transaction log into the same kind of
+//! histogram as the gRPC scenarios.
+//!
+//! The scratch database must have been initialised (`pgbench -i -s <scale>`) beforehand; `scripts/bench.sh` does it.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::process::Command;
+
+use crate::{
+    runner::{OpResult, ScenarioResult},
+    stats::{OpSummary, Recorder},
+};
+
+/// The name pgbench's transactions are reported under.
+pub const OP: &str = "TPC-B transaction";
+
+/// How to run pgbench.
+#[derive(Debug, Clone)]
+pub struct Pgbench {
+    /// The `pgbench` executable.
+    pub binary: PathBuf,
+    /// Connection URI of the initialised scratch database.
+    pub database_url: String,
+    /// Where the per-transaction logs go (a fresh subfolder per run).
+    pub log_dir: PathBuf,
+}
+
+/// What pgbench printed at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Totals {
+    /// Transactions per second, without the initial connection time.
+    pub tps: f64,
+    /// Transactions that completed.
+    pub processed: u64,
+    /// Transactions that failed (serialization or deadlock failures, PostgreSQL 15's pgbench).
+    pub failed: u64,
+}
+
+impl Pgbench {
+    /// Runs `clients` clients (one thread each) for a warm-up and then `duration`, both in whole seconds (pgbench's
+    /// unit), and summarises the measured run.
+    pub async fn run(&self, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<ScenarioResult> {
+        if !warmup.is_zero() {
+            self.invoke(clients, whole_seconds(warmup), None).await.context("pgbench warm-up")?;
+        }
+        let seconds = whole_seconds(duration);
+        let logs = self.log_dir.join(format!("c{clients}-{}", std::process::id()));
+        if logs.exists() {
+            std::fs::remove_dir_all(&logs).with_context(|| format!("clear {}", logs.display()))?;
+        }
+        std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+        let totals = self.invoke(clients, seconds, Some(&logs)).await?;
+        let recorder = read_logs(&logs)?;
+        let window = Duration::from_secs(seconds);
+        let mut summary = recorder.summary(window);
+        // pgbench's own TPS leaves out connection time, which the log-based count cannot.
+        summary.throughput = totals.tps;
+        summary.errors = totals.failed;
+        summary.errors_by_code = if totals.failed > 0 {
+            BTreeMap::from([("FAILED_TRANSACTION".to_owned(), totals.failed)])
+        } else {
+            BTreeMap::new()
+        };
+        Ok(ScenarioResult {
+            scenario: "pgbench".into(),
+            clients,
+            target_rate: None,
+            window_secs: window.as_secs_f64(),
+            iterations: summary.clone(),
+            ops: vec![OpResult { op: OP.into(), summary }],
+            rss_kib: BTreeMap::new(),
+        })
+    }
+
+    async fn invoke(&self, clients: usize, seconds: u64, logs: Option<&Path>) -> anyhow::Result<Totals> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--no-vacuum")
+            .args(["--protocol", "prepared"])
+            .args(["--client", &clients.to_string()])
+            .args(["--jobs", &clients.to_string()])
+            .args(["--time", &seconds.to_string()]);
+        if let Some(logs) = logs {
+            command.arg("--log").arg(format!("--log-prefix={}", logs.join("tx").display()));
+        }
+        command.arg(&self.database_url).kill_on_drop(true);
+        let output = command.output().await.with_context(|| format!("run {}", self.binary.display()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(
+            output.status.success(),
+            "pgbench failed ({}): {}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        parse_totals(&stdout).with_context(|| format!("unexpected pgbench output:\n{stdout}"))
+    }
+}
+
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// Reads pgbench's end-of-run report.
+pub fn parse_totals(stdout: &str) -> anyhow::Result<Totals> {
+    let mut tps = None;
+    let mut processed = None;
+    let mut failed = 0;
+    for line in stdout.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("tps = ") {
+            // pgbench 13+ prints one tps line, "without initial connection time"; older ones printed two.
+            if tps.is_none() || line.contains("without") {
+                tps = Some(first_number(rest)?);
+            }
+        } else if let Some(rest) = line.strip_prefix("number of transactions actually processed:") {
+            processed = Some(first_number(rest)? as u64);
+        } else if let Some(rest) = line.strip_prefix("number of failed transactions:") {
+            failed = first_number(rest)? as u64;
+        }
+    }
+    Ok(Totals {
+        tps: tps.context("no `tps = ` line")?,
+        processed: processed.context("no `number of transactions actually processed` line")?,
+        failed,
+    })
+}
+
+fn first_number(text: &str) -> anyhow::Result<f64> {
+    let token = text.split_whitespace().next().context("no number")?;
+    // "12345/12345" when pgbench ran a fixed number of transactions.
+    let token = token.split('/').next().unwrap_or(token);
+    token.parse().with_context(|| format!("{token:?} is not a number"))
+}
+
+/// Reads every per-transaction log file in `dir` (one per pgbench thread) into a histogram.
+fn read_logs(dir: &Path) -> anyhow::Result<Recorder> {
+    let mut recorder = Recorder::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        record_log(&text, &mut recorder);
+    }
+    Ok(recorder)
+}
+
+/// Records each line of a pgbench transaction log: `client_id transaction_no time script_no time_epoch time_us
+/// [schedule_lag]`, where `time` is the latency in microseconds, or `failed` / `skipped` for a transaction that
+/// did not complete.
+pub fn record_log(text: &str, recorder: &mut Recorder) {
+    for line in text.lines() {
+        let Some(latency) = line.split_whitespace().nth(2) else { continue };
+        match latency.parse::<u64>() {
+            Ok(micros) => recorder.record_ok(Duration::from_micros(micros)),
+            Err(_) => recorder.record_error(tonic::Code::Aborted),
+        }
+    }
+}
+
+/// Summary of pgbench's transactions, for ratios.
+pub fn summary(result: &ScenarioResult) -> Option<&OpSummary> {
+    result.op(OP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PGBENCH_15_OUTPUT: &str = "\
+pgbench (15.20 (Debian 15.20-0+deb12u1))
+transaction type: <builtin: TPC-B (sort of)>
+scaling factor: 8
+query mode: prepared
+number of clients: 8
+number of threads: 8
+maximum number of tries: 1
+duration: 10 s
+number of transactions actually processed: 23456
+number of failed transactions: 3 (0.013%)
+latency average = 3.409 ms
+initial connection time = 12.345 ms
+tps = 2345.678901 (without initial connection time)
+";
+
+    #[test]
+    fn totals_are_read_from_pgbench_15_output() {
+        let totals = parse_totals(PGBENCH_15_OUTPUT).unwrap();
+
+        assert_eq!(totals, Totals { tps: 2345.678901, processed: 23456, failed: 3 });
+    }
+
+    #[test]
+    fn output_without_a_tps_line_is_an_error() {
+        assert!(parse_totals("pgbench: error: connection to server failed\n").is_err());
+    }
+
+    #[test]
+    fn transaction_logs_give_latencies_and_count_failures() {
+        let mut recorder = Recorder::new();
+        let log = "0 1 1500 0 1700000000 100\n0 2 2500 0 1700000000 200\n1 1 failed 0 1700000000 300\n\n";
+
+        record_log(log, &mut recorder);
+
+        let summary = recorder.summary(Duration::from_secs(1));
+        assert_eq!(summary.ok, 2);
+        assert_eq!(summary.errors, 1);
+        assert!((summary.latency_ms.max - 2.5).abs() < 0.01);
+    }
+}

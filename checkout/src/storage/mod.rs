@@ -1,0 +1,5 @@
+//! Cart storage backends, each implementing [`crate::domain::CartStore`].
+
+pub mod postgres;
+
+pub use postgres::PostgresCartStore;

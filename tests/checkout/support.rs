@@ -1,0 +1,58 @@
+//! Small helpers shared by the Checkout tests.
+
+use minizon_proto::checkout::{
+    AddToCartRequest, DeleteFromCartRequest, ListCartRequest, ListCartResponse, PurchaseRequest,
+    checkout_v1_client::CheckoutV1Client,
+};
+use minizon_tests::loms::TestLoms;
+use tonic::{Code, Status, transport::Channel};
+
+/// The Checkout client type.
+pub(crate) type Client = CheckoutV1Client<Channel>;
+
+/// AddToCart.
+pub(crate) async fn add(client: &mut Client, user: i64, sku: u32, count: u32) -> Result<(), Status> {
+    client.add_to_cart(AddToCartRequest { user, sku, count }).await.map(drop)
+}
+
+/// DeleteFromCart.
+pub(crate) async fn delete(client: &mut Client, user: i64, sku: u32, count: u32) -> Result<(), Status> {
+    client.delete_from_cart(DeleteFromCartRequest { user, sku, count }).await.map(drop)
+}
+
+/// ListCart, which must succeed.
+pub(crate) async fn list(client: &mut Client, user: i64) -> ListCartResponse {
+    client.list_cart(ListCartRequest { user }).await.expect("list the cart").into_inner()
+}
+
+/// The cart's (sku, count) lines.
+pub(crate) async fn lines(client: &mut Client, user: i64) -> Vec<(u32, u32)> {
+    list(client, user).await.items.iter().map(|item| (item.sku, item.count)).collect()
+}
+
+/// Purchase; the order id.
+pub(crate) async fn purchase(client: &mut Client, user: i64) -> Result<i64, Status> {
+    client.purchase(PurchaseRequest { user }).await.map(|response| response.into_inner().order_id)
+}
+
+/// Asserts that `result` failed with `code` and that its message mentions `needle`.
+#[track_caller]
+pub(crate) fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
+    let status = result.expect_err("the call should fail");
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    assert!(
+        status.message().to_lowercase().contains(&needle.to_lowercase()),
+        "message {:?} should mention {needle:?}",
+        status.message()
+    );
+}
+
+/// The ids of every order LOMS holds for `user`, read from its database (no RPC lists a user's orders).
+pub(crate) async fn orders_of(loms: &TestLoms, user: i64) -> Vec<i64> {
+    let mut conn = loms.db.connect().await;
+    sqlx::query_scalar("select id from orders where user_id = $1 order by id")
+        .bind(user)
+        .fetch_all(&mut conn)
+        .await
+        .expect("read LOMS orders")
+}
