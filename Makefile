@@ -3,7 +3,7 @@
 CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/minizon_test
 
-.PHONY: help build test lint fmt run-loms
+.PHONY: help build test lint fmt run-loms bench bench-smoke run-product-service run-checkout seed-stock kafka kafka-install run-notifications test-events
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -11,7 +11,7 @@ help: ## list the targets
 build: ## build every binary
 	$(CARGO) build --workspace --bins
 
-test: ## run every test: all crates on PostgreSQL, then the end-to-end suites again on SQLite
+test: kafka-install ## run every test: all crates on PostgreSQL, then the end-to-end suites again on SQLite
 	psql "$(dir $(TEST_DATABASE_URL))postgres" -qc 'drop database if exists minizon_test with (force)' >/dev/null
 	rm -rf "$${TMPDIR:-/tmp}/minizon-tests"
 	TEST_BACKEND=postgres TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(CARGO) test --workspace --no-fail-fast
@@ -26,3 +26,30 @@ fmt: ## format the code
 
 run-loms: ## LOMS alone on the local PostgreSQL (admin token: dev-admin-token)
 	LOMS_ADMIN_TOKEN=$${LOMS_ADMIN_TOKEN:-dev-admin-token} $(CARGO) run -p loms -- serve
+
+run-product-service: ## the local ProductService on 127.0.0.1:50053, bundled catalog (token: testtoken)
+	$(CARGO) run -p product-service
+
+run-checkout: ## Checkout on 127.0.0.1:50052 and the local PostgreSQL, using LOMS and ProductService
+	$(CARGO) run -p checkout
+
+seed-stock: ## load samples/stock.csv into the local LOMS database (start LOMS once first, to migrate it)
+	$(CARGO) run -p loms -- stock import samples/stock.csv
+
+bench: ## the benchmark: release build, PostgreSQL and SQLite, 8 and 32 clients (minutes); target/bench/full/
+	scripts/bench.sh full
+
+bench-smoke: ## the benchmark in seconds (debug build, 2 clients), so that it never rots; target/bench/smoke/
+	scripts/bench.sh smoke
+
+kafka-install: ## install the tansu broker (Kafka-compatible) into ~/.cache/minizon/tansu if absent; the event tests need it
+	scripts/kafka.sh install
+
+kafka: ## a standalone Kafka-compatible broker (tansu) on 127.0.0.1:9092 with the order-event topics; data in data/kafka
+	scripts/kafka.sh start
+
+run-notifications: ## Notifications on the local PostgreSQL and the broker of `make kafka`, log sink (see --help for Telegram / webhook)
+	$(CARGO) run -p notifications
+
+test-events: kafka-install ## the event tests alone: outbox relay, broker outages, Notifications (PostgreSQL + a tansu per test)
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(CARGO) test -p minizon-tests --test events

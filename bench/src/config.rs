@@ -38,6 +38,13 @@ pub struct Cli {
 pub enum Command {
     /// Seed stock, run the scenarios at each client count, and write the JSON and Markdown reports.
     Run(Box<RunArgs>),
+    /// Print two JSON reports side by side (e.g. PostgreSQL and SQLite) as a Markdown table.
+    Compare {
+        /// The reference run (e.g. PostgreSQL).
+        base: PathBuf,
+        /// The run compared with it (e.g. SQLite).
+        other: PathBuf,
+    },
     /// Wait until a gRPC server answers its health check with SERVING (for scripts that just started one).
     Wait {
         /// The server, e.g. `http://127.0.0.1:56051`.
@@ -107,7 +114,11 @@ pub struct RunArgs {
 
     /// Scenarios to run, comma-separated, from: pgbench, create-3, create-3@80%, purchase-1, purchase-3,
     /// purchase-10, purchase-100, churn-3, health, stocks, checkout-health, listcart, sweep.
-    #[arg(long, value_delimiter = ',', default_value = "pgbench,create-3,create-3@80%,purchase-1,purchase-3,purchase-10,purchase-100,churn-3,health,stocks,checkout-health,listcart,sweep")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pgbench,create-3,create-3@80%,purchase-1,purchase-3,purchase-10,purchase-100,churn-3,health,stocks,checkout-health,listcart,sweep"
+    )]
     pub scenarios: Vec<String>,
 
     /// Skus seeded and bought from: `--sku-count` skus starting at this one.
@@ -129,6 +140,12 @@ pub struct RunArgs {
     /// Skip seeding (the stock is already there).
     #[arg(long)]
     pub no_seed: bool,
+
+    /// Skip the `VACUUM (ANALYZE)` of LOMS's tables (PostgreSQL only) before each scenario. It stands in for
+    /// autovacuum, which may be off on a development server (as on the benchmark machine): without fresh
+    /// statistics PostgreSQL plans some LOMS queries as sequential scans.
+    #[arg(long)]
+    pub no_vacuum: bool,
 
     /// Seed of the sku draws: the same seed sends the same orders.
     #[arg(long, default_value_t = 6)]
@@ -179,7 +196,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "target/bench/report.json")]
     pub json: PathBuf,
 
-    /// Where the Markdown report goes (it is also written to standard output).
+    /// Where the Markdown report goes.
     #[arg(long, default_value = "target/bench/report.md")]
     pub markdown: PathBuf,
 
@@ -202,12 +219,21 @@ impl RunArgs {
         if let Some(unknown) = self.scenarios.iter().find(|name| !SCENARIOS.contains(&name.as_str())) {
             anyhow::bail!("unknown scenario {unknown:?}; known: {}", SCENARIOS.join(", "));
         }
-        anyhow::ensure!(!self.clients.is_empty() && self.clients.iter().all(|c| (1..=1000).contains(c)), "client counts must be 1..=1000");
+        anyhow::ensure!(
+            !self.clients.is_empty() && self.clients.iter().all(|c| (1..=1000).contains(c)),
+            "client counts must be 1..=1000"
+        );
         anyhow::ensure!(self.sku_count >= 100, "--sku-count must be at least 100 (the largest order has 100 skus)");
-        anyhow::ensure!(self.first_sku > 0 && self.first_sku.checked_add(self.sku_count).is_some(), "sku range out of bounds");
+        anyhow::ensure!(
+            self.first_sku > 0 && self.first_sku.checked_add(self.sku_count).is_some(),
+            "sku range out of bounds"
+        );
         anyhow::ensure!(self.warehouses > 0, "--warehouses must be positive");
         anyhow::ensure!(!self.duration.is_zero(), "--duration must be positive");
-        anyhow::ensure!(self.sweep_create_clients > 0 && self.sweep_light_clients > 0, "sweep client counts must be positive");
+        anyhow::ensure!(
+            self.sweep_create_clients > 0 && self.sweep_light_clients > 0,
+            "sweep client counts must be positive"
+        );
         anyhow::ensure!(self.sweep_light_rate > 0.0, "--sweep-light-rate must be positive");
         Ok(())
     }

@@ -44,6 +44,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         let levels = target::seed_stock(&mut admin, skus.iter(), args.warehouses, args.stock).await?;
         tracing::info!(levels, "stock seeded");
     }
+    let maintenance = Maintenance::connect(args).await?;
     let pgbench = pgbench_of(args);
     let mut runs = Vec::new();
     let mut listcart_runs = 0;
@@ -68,6 +69,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             results.push(result);
         };
 
+        // Before each scenario: what autovacuum would have done by then (a no-op without a PostgreSQL URL).
+        let vacuum = || maintenance.run();
         if args.wants("pgbench") {
             match &pgbench {
                 Some(pgbench) => record(pgbench.run(clients, args.warmup, args.duration).await?),
@@ -76,11 +79,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         }
         let orders = |items, then| Arc::new(OrderFlow::new(loms.clone(), skus, items, then, args.seed));
         if args.wants("create-3") {
+            vacuum().await;
             let created = scenario("create-3", orders(3, AfterCreate::Leave), spec).await?;
             let peak = created.op("CreateOrder").map_or(0.0, |op| op.throughput);
             record(created);
             if args.wants("create-3@80%") && peak > 0.0 {
                 let paced = LoadSpec { rate: Some(peak * 0.8), ..spec };
+                vacuum().await;
                 record(scenario("create-3@80%", orders(3, AfterCreate::Leave), paced).await?);
             }
         } else if args.wants("create-3@80%") {
@@ -89,16 +94,19 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         for items in [1, 3, 10, 100] {
             let name = format!("purchase-{items}");
             if args.wants(&name) {
+                vacuum().await;
                 record(scenario(&name, orders(items, AfterCreate::Pay), spec).await?);
             }
         }
         if args.wants("churn-3") {
+            vacuum().await;
             record(scenario("churn-3", orders(3, AfterCreate::Cancel), spec).await?);
         }
         if args.wants("health") {
             record(scenario("health", Arc::new(HealthCheck::new(loms.clone(), "")), spec).await?);
         }
         if args.wants("stocks") {
+            vacuum().await;
             record(scenario("stocks", Arc::new(Stocks::new(loms.clone(), skus, args.seed)), spec).await?);
         }
         match (&args.checkout_url, args.wants("checkout-health") || args.wants("listcart")) {
@@ -109,7 +117,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                     record(scenario("checkout-health", Arc::new(HealthCheck::new(checkout.clone(), "")), spec).await?);
                 }
                 if args.wants("listcart") {
-                    let token = args.loms_admin_token.as_deref().context("ListCart stocks its skus: --loms-admin-token")?;
+                    let token =
+                        args.loms_admin_token.as_deref().context("ListCart stocks its skus: --loms-admin-token")?;
                     let mut admin = target::admin_client(&args.loms_url, token).await?;
                     // Fresh users per run, so that every cart starts empty and ends with exactly the lines asked.
                     let first_user = 1_000_000_000 + listcart_runs * 10_000;
@@ -123,6 +132,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                         first_user,
                     )
                     .await?;
+                    vacuum().await;
                     record(scenario("listcart", Arc::new(listcart), spec).await?);
                 }
             }
@@ -144,6 +154,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                 baseline: args.sweep_baseline,
                 limit: args.sweep_limit,
             };
+            maintenance.run().await;
             let result = sweep::run(&channels, database_url, skus, spec, args.seed).await?;
             tracing::info!(orders = result.orders_due, secs = result.sweep_secs, completed = result.completed, "sweep");
             Some(result)
@@ -158,9 +169,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     let memory: Vec<PeakMemory> = args
         .watch
         .iter()
-        .filter_map(|w| rss::sample(w.pid).map(|m| PeakMemory { service: w.name.clone(), pid: w.pid, peak_kib: m.peak_kib }))
+        .filter_map(|w| {
+            rss::sample(w.pid).map(|m| PeakMemory { service: w.name.clone(), pid: w.pid, peak_kib: m.peak_kib })
+        })
         .collect();
-    let database_url = args.loms_database_url.as_deref().or(args.pgbench_database_url.as_deref());
+    let database_url = [&args.pgbench_database_url, &args.loms_database_url]
+        .into_iter()
+        .flatten()
+        .find(|url| url.starts_with("postgres"))
+        .map(String::as_str);
     let report = Report {
         label: args.label.clone(),
         started_at,
@@ -180,6 +197,35 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     write(&args.json, &serde_json::to_string_pretty(&report)?)?;
     write(&args.markdown, &report.markdown())?;
     Ok(report)
+}
+
+/// `VACUUM (ANALYZE)` of LOMS's tables before each scenario, standing in for autovacuum (see `--no-vacuum`).
+#[derive(Debug)]
+struct Maintenance(Option<sqlx::PgPool>);
+
+impl Maintenance {
+    async fn connect(args: &RunArgs) -> anyhow::Result<Self> {
+        let url = args.loms_database_url.as_deref().filter(|url| url.starts_with("postgres") && !args.no_vacuum);
+        let Some(url) = url else { return Ok(Self(None)) };
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .context("connect to the LOMS database (--loms-database-url)")?;
+        Ok(Self(Some(pool)))
+    }
+
+    async fn run(&self) {
+        let Some(pool) = &self.0 else { return };
+        let started = std::time::Instant::now();
+        // Table names, not the whole database: the URL may pin one schema of a shared database (tests do).
+        // Simple-query protocol: VACUUM refuses to run inside the implicit transaction of a prepared statement.
+        let vacuum = "vacuum (analyze) stocks, orders, order_items, reservations, order_status_history, outbox";
+        match sqlx::raw_sql(vacuum).execute(pool).await {
+            Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "vacuum (analyze) of the LOMS tables"),
+            Err(error) => tracing::warn!(%error, "vacuum (analyze) of the LOMS tables failed; plans may be stale"),
+        }
+    }
 }
 
 /// Runs one scenario with nothing to stop it early.

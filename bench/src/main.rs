@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 
+use anyhow::Context as _;
 use clap::Parser as _;
 use minizon_bench::config::{Cli, Command};
 
@@ -10,9 +11,17 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             minizon_common::telemetry::init(&args.log);
-            let report = minizon_bench::run(&args).await?;
-            // The Markdown report is the command's output: to standard output, beside the files.
-            std::io::stdout().write_all(report.markdown().as_bytes())?;
+            // The reports go to the files named by --json and --markdown; standard output carries the logs.
+            minizon_bench::run(&args).await?;
+            Ok(())
+        }
+        Command::Compare { base, other } => {
+            let read = |path: &std::path::Path| -> anyhow::Result<minizon_bench::report::Report> {
+                let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+            };
+            let table = minizon_bench::report::compare(&read(&base)?, &read(&other)?);
+            std::io::stdout().write_all(table.as_bytes())?;
             Ok(())
         }
         Command::Wait { url, timeout } => minizon_bench::target::wait_serving(&url, timeout).await,

@@ -5,13 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    pgbench,
-    rss::PeakMemory,
-    runner::ScenarioResult,
-    stats::OpSummary,
-    sweep::SweepResult,
-};
+use crate::{pgbench, rss::PeakMemory, runner::ScenarioResult, stats::OpSummary, sweep::SweepResult};
 
 /// One complete benchmark run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +224,9 @@ fn scenario_label(result: &ScenarioResult) -> String {
 
 /// Rows of the scenario table: one per operation.
 fn scenario_rows(out: &mut String, results: &[ScenarioResult], ratios: &[Ratio]) {
-    out.push_str("| scenario | operation | ok/s | p50 ms | p90 ms | p99 ms | max ms | errors | vs same-run baseline |\n");
+    out.push_str(
+        "| scenario | operation | ok/s | p50 ms | p90 ms | p99 ms | max ms | errors | vs same-run baseline |\n",
+    );
     out.push_str("|---|---|---:|---:|---:|---:|---:|---|---|\n");
     for result in results {
         for op in &result.ops {
@@ -238,7 +234,14 @@ fn scenario_rows(out: &mut String, results: &[ScenarioResult], ratios: &[Ratio])
             let ratio = ratios
                 .iter()
                 .find(|r| r.scenario == result.scenario && r.op == op.op)
-                .map(|r| format!("{:.2}× {}", r.ratio, r.baseline))
+                // Small ratios keep a significant digit: 0.004× is not 0.00×.
+                .map(|r| {
+                    if r.ratio < 0.1 {
+                        format!("{:.3}× {}", r.ratio, r.baseline)
+                    } else {
+                        format!("{:.2}× {}", r.ratio, r.baseline)
+                    }
+                })
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -265,7 +268,7 @@ impl Report {
         let _ = writeln!(out, "## {} — {}\n", self.label, self.started_at);
         let _ = writeln!(
             out,
-            "Machine: {} CPUs, {:.0} GiB, Linux {}{}. Warm-up {:.0} s, measured window {:.0} s per scenario, {}, {} skus × {} warehouses.\n",
+            "Machine: {} CPUs, {:.0} GiB, Linux {}{}. Warm-up {:.1} s, measured window {:.1} s per scenario, {}, {} skus × {} warehouses.\n",
             m.cpus,
             m.memory_gib,
             m.kernel,
@@ -316,7 +319,9 @@ impl Report {
             out.push('\n');
         }
         if !self.memory.is_empty() {
-            out.push_str("### Memory\n\n| service | peak RSS (VmHWM) | RSS after each scenario, max |\n|---|---:|---:|\n");
+            out.push_str(
+                "### Memory\n\n| service | peak RSS (VmHWM) | RSS after each scenario, max |\n|---|---:|---:|\n",
+            );
             for peak in &self.memory {
                 let after = self
                     .runs
@@ -338,6 +343,47 @@ impl Report {
         }
         out
     }
+}
+
+/// Two runs side by side (e.g. LOMS on PostgreSQL and on SQLite): each scenario's throughput and p99 in both, and
+/// the slowdown of `other` on the purchase path, whose target is "within 2×".
+pub fn compare(base: &Report, other: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "## A: {} — B: {}\n", base.label, other.label);
+    out.push_str(
+        "| clients | scenario | operation | A ok/s | B ok/s | A ÷ B | A p99 ms | B p99 ms | B within 2× of A |\n",
+    );
+    out.push_str("|---:|---|---|---:|---:|---:|---:|---:|---|\n");
+    for run in &base.runs {
+        let Some(other_run) = other.runs.iter().find(|r| r.clients == run.clients) else { continue };
+        for result in run.results.iter().filter(|r| r.scenario != "pgbench") {
+            let Some(other_result) = other_run.results.iter().find(|r| r.scenario == result.scenario) else { continue };
+            for op in &result.ops {
+                let Some(theirs) = other_result.op(&op.op) else { continue };
+                let ours = &op.summary;
+                let slowdown =
+                    if theirs.throughput > 0.0 { ours.throughput / theirs.throughput } else { f64::INFINITY };
+                let verdict = match (result.scenario.starts_with("purchase-"), slowdown <= 2.0) {
+                    (false, _) => "",
+                    (true, true) => "yes",
+                    (true, false) => "**no**",
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.0} | {:.0} | {slowdown:.2} | {:.2} | {:.2} | {verdict} |",
+                    run.clients,
+                    scenario_label(result),
+                    op.op,
+                    ours.throughput,
+                    theirs.throughput,
+                    ours.latency_ms.p99,
+                    theirs.latency_ms.p99,
+                );
+            }
+        }
+    }
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]
@@ -408,8 +454,38 @@ mod tests {
     }
 
     #[test]
+    fn a_comparison_flags_a_purchase_path_more_than_twice_as_slow() {
+        let report = |label: &str, purchase: f64| Report {
+            label: label.into(),
+            started_at: "now".into(),
+            machine: Machine { cpus: 2, memory_gib: 24.0, kernel: "6".into(), postgres: None },
+            settings: Settings { warmup_secs: 1.0, duration_secs: 1.0, connections: 0, skus: 100, warehouses: 4 },
+            runs: vec![ClientRun {
+                clients: 8,
+                results: vec![
+                    result("purchase-3", "CreateOrder", purchase, None),
+                    result("stocks", "Stocks", 10.0, None),
+                ],
+                ratios: vec![],
+            }],
+            sweep: None,
+            memory: vec![],
+            targets: vec![],
+        };
+
+        let fine = compare(&report("pg", 1000.0), &report("sqlite", 600.0));
+        let slow = compare(&report("pg", 1000.0), &report("sqlite", 400.0));
+
+        assert!(fine.contains("| 8 | purchase-3 | CreateOrder | 1000 | 600 | 1.67 |"), "{fine}");
+        assert!(fine.contains("| yes |"), "{fine}");
+        assert!(slow.contains("| 2.50 |") && slow.contains("| **no** |"), "{slow}");
+        assert!(fine.contains("| 8 | stocks | Stocks | 10 | 10 | 1.00 | 10.00 | 10.00 |  |"), "{fine}");
+    }
+
+    #[test]
     fn the_markdown_has_a_row_per_operation_with_its_ratio() {
-        let results = vec![result("pgbench", pgbench::OP, 2000.0, None), result("create-3", "CreateOrder", 1000.0, None)];
+        let results =
+            vec![result("pgbench", pgbench::OP, 2000.0, None), result("create-3", "CreateOrder", 1000.0, None)];
         let run = ClientRun { clients: 8, ratios: ratios(&results), results };
         let report = Report {
             label: "test".into(),

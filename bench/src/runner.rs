@@ -251,15 +251,16 @@ mod tests {
     }
 
     impl Scenario for Sleeper {
+        /// Calls until the next failure.
         type Client = u64;
 
         async fn connect(&self, _index: usize) -> anyhow::Result<u64> {
-            Ok(0)
+            Ok(self.fail_every)
         }
 
-        async fn iteration(&self, calls: &mut u64, probe: &mut Probe) {
-            *calls += 1;
-            let fail = self.fail_every > 0 && *calls % self.fail_every == 0;
+        async fn iteration(&self, until_failure: &mut u64, probe: &mut Probe) {
+            let fail = self.fail_every > 0 && *until_failure == 1;
+            *until_failure = if fail { self.fail_every } else { until_failure.saturating_sub(1) };
             let delay = self.delay;
             let _ = probe
                 .call("Sleep", async move {

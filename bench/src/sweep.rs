@@ -7,13 +7,17 @@
 //! created, which measures the sweep keeping up with creation rather than clearing a backlog. Progress is read
 //! from the database (count of those orders still awaiting payment), polled every 100 ms.
 //!
-//! Only PostgreSQL is implemented; an embedded SQLite backend needs the same two statements in its dialect.
+//! Both LOMS backends are supported: the database URL (`postgres://…` or `sqlite://…`) picks the dialect.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqlitePoolOptions},
+};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -78,15 +82,11 @@ pub async fn run(
     spec: SweepSpec,
     seed: u64,
 ) -> anyhow::Result<SweepResult> {
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(database_url)
-        .await
-        .context("connect to the LOMS database (--loms-database-url)")?;
+    let db = Database::connect(database_url).await?;
 
     // Orders other scenarios left awaiting payment would otherwise be counted: let the sweep take them first.
-    make_due(&pool, 0, i64::MAX).await?;
-    let (_, drained) = wait_swept(&pool, 0, i64::MAX, spec.limit).await?;
+    make_due(&db, 0, i64::MAX).await?;
+    let (_, drained) = wait_swept(&db, 0, i64::MAX, spec.limit).await?;
     anyhow::ensure!(drained == 0, "{drained} earlier unpaid orders were not swept within {:?}", spec.limit);
 
     tracing::info!(orders = spec.orders, items = spec.items, "sweep: creating the unpaid backlog");
@@ -99,7 +99,7 @@ pub async fn run(
         rate: None,
     };
     let create = runner::run("sweep-backlog", backlog, create_spec, CancellationToken::new()).await?;
-    let (first, last, due) = backlog_range(&pool).await?;
+    let (first, last, due) = backlog_range(&db).await?;
 
     let light = Arc::new(OrderFlow::new(channels.clone(), skus, 3, AfterCreate::Pay, seed ^ 0x5eed));
     let light_spec = |duration| LoadSpec {
@@ -110,15 +110,16 @@ pub async fn run(
         rate: Some(spec.light_rate),
     };
     tracing::info!(due, "sweep: light load before the orders fall due");
-    let light_before = runner::run("sweep-light-before", light.clone(), light_spec(spec.baseline), CancellationToken::new()).await?;
+    let light_before =
+        runner::run("sweep-light-before", light.clone(), light_spec(spec.baseline), CancellationToken::new()).await?;
 
     let stop = CancellationToken::new();
     let during = tokio::spawn(runner::run("sweep-light-during", light, light_spec(spec.limit), stop.clone()));
     let moving = Instant::now();
-    let made_due = make_due(&pool, first, last).await?;
+    let made_due = make_due(&db, first, last).await?;
     let make_due_secs = moving.elapsed().as_secs_f64();
     tracing::info!(made_due, "sweep: orders fell due; waiting for the sweep");
-    let swept = wait_swept(&pool, first, last, spec.limit).await;
+    let swept = wait_swept(&db, first, last, spec.limit).await;
     // Stop the light load whatever the outcome, so that no client outlives the scenario.
     stop.cancel();
     let light_during = during.await.context("the light load task")??;
@@ -138,44 +139,86 @@ pub async fn run(
     })
 }
 
+/// LOMS's database, in its backend's dialect.
+#[derive(Debug)]
+enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    async fn connect(url: &str) -> anyhow::Result<Self> {
+        let context = || format!("connect to the LOMS database {url} (--loms-database-url)");
+        if url.starts_with("sqlite:") {
+            // LOMS holds the one writer connection most of the time: wait for it rather than fail.
+            let options = url.parse::<SqliteConnectOptions>()?.busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.with_context(context)?;
+            Ok(Self::Sqlite(pool))
+        } else {
+            Ok(Self::Postgres(PgPoolOptions::new().max_connections(2).connect(url).await.with_context(context)?))
+        }
+    }
+}
+
 /// Moves the payment deadline of every order in `first..=last` still awaiting payment to now; returns how many.
-async fn make_due(pool: &PgPool, first: i64, last: i64) -> anyhow::Result<u64> {
-    let done = sqlx::query(
-        "update orders set payment_deadline = now() where status = $1 and id between $2 and $3",
-    )
-    .bind(AWAITING_PAYMENT)
-    .bind(first)
-    .bind(last)
-    .execute(pool)
-    .await
-    .context("move the payment deadlines")?;
-    Ok(done.rows_affected())
+async fn make_due(db: &Database, first: i64, last: i64) -> anyhow::Result<u64> {
+    // `$n` placeholders work in both dialects.
+    let sql = "update orders set payment_deadline = $1 where status = $2 and id between $3 and $4";
+    let now = chrono::Utc::now();
+    let affected = match db {
+        Database::Postgres(pool) => sqlx::query(sql)
+            .bind(now)
+            .bind(AWAITING_PAYMENT)
+            .bind(first)
+            .bind(last)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        // LOMS on SQLite keeps deadlines as Unix milliseconds.
+        Database::Sqlite(pool) => sqlx::query(sql)
+            .bind(now.timestamp_millis())
+            .bind(AWAITING_PAYMENT)
+            .bind(first)
+            .bind(last)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    };
+    Ok(affected)
 }
 
 /// The id range and count of the orders awaiting payment: the backlog just created.
-async fn backlog_range(pool: &PgPool) -> anyhow::Result<(i64, i64, i64)> {
-    let (first, last, count): (Option<i64>, Option<i64>, i64) =
-        sqlx::query_as("select min(id), max(id), count(*) from orders where status = $1")
-            .bind(AWAITING_PAYMENT)
-            .fetch_one(pool)
-            .await
-            .context("find the unpaid backlog")?;
+async fn backlog_range(db: &Database) -> anyhow::Result<(i64, i64, i64)> {
+    let sql = "select min(id), max(id), count(*) from orders where status = $1";
+    let (first, last, count): (Option<i64>, Option<i64>, i64) = match db {
+        Database::Postgres(pool) => sqlx::query_as(sql).bind(AWAITING_PAYMENT).fetch_one(pool).await,
+        Database::Sqlite(pool) => sqlx::query_as(sql).bind(AWAITING_PAYMENT).fetch_one(pool).await,
+    }
+    .context("find the unpaid backlog")?;
     Ok((first.unwrap_or(0), last.unwrap_or(-1), count))
+}
+
+/// Orders in `first..=last` still awaiting payment.
+async fn awaiting(db: &Database, first: i64, last: i64) -> anyhow::Result<u64> {
+    let sql = "select count(*) from orders where status = $1 and id between $2 and $3";
+    let left: i64 = match db {
+        Database::Postgres(pool) => {
+            sqlx::query_scalar(sql).bind(AWAITING_PAYMENT).bind(first).bind(last).fetch_one(pool).await
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_scalar(sql).bind(AWAITING_PAYMENT).bind(first).bind(last).fetch_one(pool).await
+        }
+    }
+    .context("count the unpaid orders")?;
+    Ok(u64::try_from(left).unwrap_or(0))
 }
 
 /// Polls until no order in `first..=last` awaits payment, for at most `limit`. Returns the time it took and how
 /// many were left (0 unless the limit was reached).
-async fn wait_swept(pool: &PgPool, first: i64, last: i64, limit: Duration) -> anyhow::Result<(Duration, u64)> {
+async fn wait_swept(db: &Database, first: i64, last: i64, limit: Duration) -> anyhow::Result<(Duration, u64)> {
     let started = Instant::now();
     loop {
-        let left: i64 = sqlx::query_scalar("select count(*) from orders where status = $1 and id between $2 and $3")
-            .bind(AWAITING_PAYMENT)
-            .bind(first)
-            .bind(last)
-            .fetch_one(pool)
-            .await
-            .context("count the unpaid orders")?;
-        let left = u64::try_from(left).unwrap_or(0);
+        let left = awaiting(db, first, last).await?;
         if left == 0 || started.elapsed() >= limit {
             return Ok((started.elapsed(), left));
         }

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use minizon_proto::loms::{
-    ImportStockRequest, SetStockRequest, loms_admin_v1_client::LomsAdminV1Client,
-};
+use minizon_proto::loms::{ImportStockRequest, SetStockRequest, loms_admin_v1_client::LomsAdminV1Client};
 use tonic::{
     Request, Status,
     service::{Interceptor, interceptor::InterceptedService},
@@ -146,7 +144,9 @@ pub async fn seed_stock(
     const CHUNK: usize = 5_000;
     let levels: Vec<SetStockRequest> = skus
         .into_iter()
-        .flat_map(|sku| (1..=i64::from(warehouses)).map(move |warehouse_id| SetStockRequest { warehouse_id, sku, on_hand }))
+        .flat_map(|sku| {
+            (1..=i64::from(warehouses)).map(move |warehouse_id| SetStockRequest { warehouse_id, sku, on_hand })
+        })
         .collect();
     for chunk in levels.chunks(CHUNK) {
         admin

@@ -18,11 +18,12 @@ pub struct Config {
     #[arg(long, env = "CHECKOUT_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
 
-    /// Database URL. The database is created if it does not exist, and migrated at start.
+    /// Database URL: `postgres://…` (PostgreSQL) or `sqlite://path/to/carts.db` (SQLite; `sqlite::memory:` keeps
+    /// carts in memory only). The database is created if it does not exist, and migrated at start.
     #[arg(long, env = "CHECKOUT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/checkout")]
     pub database_url: String,
 
-    /// Most database connections this process keeps open.
+    /// Most database connections this process keeps open (on SQLite: one writer, the rest readers).
     #[arg(long, env = "CHECKOUT_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 

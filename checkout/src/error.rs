@@ -82,10 +82,56 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        if minizon_common::db::is_unavailable(&error) {
+        if minizon_common::db::is_unavailable(&error) || is_sqlite_busy(&error) {
             Self::Unavailable { dependency: Dependency::Database, detail: error.to_string() }
         } else {
             Self::internal(error)
         }
+    }
+}
+
+/// True when SQLite gave up waiting for a lock another process held past the busy timeout (SQLITE_BUSY, or
+/// SQLITE_LOCKED, with any extended code): the database is there but busy, so the call can be retried — where
+/// PostgreSQL would have waited on a row lock instead.
+fn is_sqlite_busy(error: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    let Some(db) = error.as_database_error() else { return false };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none() {
+        // PostgreSQL's SQLSTATE codes are numbers too, with other meanings.
+        return false;
+    }
+    // The code is the extended result code; its low byte is the primary one.
+    db.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, SqliteConnection, sqlite::SqliteConnectOptions};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_giving_up_on_a_lock_is_unavailable_not_internal() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let path = std::env::temp_dir().join(format!("checkout-busy-{}-{nanos}.db", std::process::id()));
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let mut holder = SqliteConnection::connect_with(&options).await.unwrap();
+        // No busy timeout: the second writer fails at once instead of waiting.
+        let mut other = SqliteConnection::connect_with(&options.busy_timeout(std::time::Duration::ZERO)).await.unwrap();
+        sqlx::query("begin immediate").execute(&mut holder).await.unwrap();
+
+        let busy = sqlx::query("begin immediate").execute(&mut other).await.unwrap_err();
+        let bug = sqlx::query("select 1 from no_such_table").execute(&mut holder).await.unwrap_err();
+
+        assert!(
+            matches!(Error::from(busy), Error::Unavailable { dependency: Dependency::Database, .. }),
+            "SQLITE_BUSY must be retryable"
+        );
+        assert!(matches!(Error::from(bug), Error::Internal(_)), "a bug is not a busy database");
+        drop((holder, other));
+        let _ = std::fs::remove_file(&path);
     }
 }

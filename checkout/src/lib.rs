@@ -1,5 +1,5 @@
-//! Checkout: users' carts in PostgreSQL, listed with live names and prices from ProductService (cached, and
-//! rate-limited to the external service's quota), and bought through LOMS with an idempotency key so that a
+//! Checkout: users' carts in PostgreSQL or SQLite, listed with live names and prices from ProductService (cached,
+//! and rate-limited to the external service's quota), and bought through LOMS with an idempotency key so that a
 //! retried purchase never creates a second order.
 
 pub mod clients;

@@ -68,13 +68,11 @@ impl ProductCatalog {
             Err(shared) => match Arc::unwrap_or_clone(shared) {
                 // We may have waited on a fetch started by a request with a shorter deadline: with time left,
                 // fetch once more ourselves rather than fail on someone else's deadline.
-                Error::DeadlineExceeded { .. } if !deadline.has_passed() => {
-                    cache
-                        .entry(sku)
-                        .or_try_insert_with(self.client.get_product(sku, deadline))
-                        .await
-                        .map_err(Arc::unwrap_or_clone)?
-                }
+                Error::DeadlineExceeded { .. } if !deadline.has_passed() => cache
+                    .entry(sku)
+                    .or_try_insert_with(self.client.get_product(sku, deadline))
+                    .await
+                    .map_err(Arc::unwrap_or_clone)?,
                 error => return Err(error),
             },
         };

@@ -46,12 +46,8 @@ impl Checkout {
             async { self.products.product(sku, deadline).await.map(drop) },
             self.loms.available(sku, deadline),
         )?;
-        let requested = count.get();
-        if u64::from(requested) > available {
-            return Err(Error::InsufficientStock { sku, requested, available });
-        }
-        // The store re-checks the sum in the same statement that adds, so racing requests cannot together go
-        // beyond what was checked (nor beyond a line's limit).
+        // The store checks the new line quantity against the stock in the statement that adds, so racing requests
+        // cannot together go beyond what was checked (nor beyond a line's limit).
         let limit = u32::try_from(available.min(u64::from(Count::MAX))).unwrap_or(Count::MAX);
         match self.store.add(user, sku, count, limit).await? {
             AddOutcome::Added { count } => {
@@ -59,7 +55,7 @@ impl Checkout {
                 Ok(())
             }
             AddOutcome::Refused { current } => {
-                let requested = current.saturating_add(requested);
+                let requested = current.saturating_add(count.get());
                 Err(if requested > Count::MAX {
                     Error::CartLineFull { sku, requested }
                 } else {

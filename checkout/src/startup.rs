@@ -6,7 +6,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use minizon_common::grpc::GrpcServer;
 use minizon_proto::checkout::checkout_v1_server::CheckoutV1Server;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -15,7 +14,7 @@ use crate::{
     grpc::CheckoutHandler,
     products::{CacheStats, ProductCatalog},
     service::Checkout,
-    storage::{PostgresCartStore, postgres},
+    storage::Storage,
 };
 
 /// The health-service name of the Checkout contract.
@@ -31,19 +30,15 @@ const CACHE_LOG_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Application {
     server: GrpcServer,
-    pool: PgPool,
+    storage: Storage,
     cache_stats: Arc<CacheStats>,
 }
 
 impl Application {
-    /// Creates and migrates the database, sets up the (lazily connecting) clients of LOMS and ProductService, and
-    /// binds the listen address. LOMS and ProductService need not be up yet.
+    /// Creates and migrates the database (PostgreSQL or SQLite, as its URL says), sets up the (lazily connecting)
+    /// clients of LOMS and ProductService, and binds the listen address. LOMS and ProductService need not be up yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        postgres::ensure_database(&config.database_url).await?;
-        let pool = minizon_common::db::connect_postgres(&config.database_url, config.db_max_connections)
-            .await
-            .context("connect to the cart database")?;
-        postgres::migrate(&pool).await?;
+        let storage = Storage::connect(&config.database_url, config.db_max_connections).await?;
 
         let loms = LomsClient::new(&LomsClientSettings {
             url: config.loms_url.clone(),
@@ -60,18 +55,13 @@ impl Application {
             attempts: config.downstream_attempts,
         })
         .with_context(|| format!("ProductService URL {:?}", config.product_url))?;
-        let products =
-            ProductCatalog::new(product_client, config.product_cache_ttl, config.product_cache_capacity);
+        let products = ProductCatalog::new(product_client, config.product_cache_ttl, config.product_cache_capacity);
         let cache_stats = products.stats();
-        let checkout = Checkout::new(
-            Arc::new(PostgresCartStore::new(pool.clone())),
-            loms,
-            products,
-            config.product_lookups_per_request,
-        );
+        let checkout = Checkout::new(storage.carts(), loms, products, config.product_lookups_per_request);
 
-        let mut server =
-            GrpcServer::bind(config.listen).await.with_context(|| format!("bind the gRPC server to {}", config.listen))?;
+        let mut server = GrpcServer::bind(config.listen)
+            .await
+            .with_context(|| format!("bind the gRPC server to {}", config.listen))?;
         server.routes().add_service(CheckoutV1Server::new(CheckoutHandler::new(checkout, config.request_timeout)));
         tracing::info!(
             loms = %config.loms_url,
@@ -80,7 +70,7 @@ impl Application {
             cache_ttl = ?config.product_cache_ttl,
             "checkout ready"
         );
-        Ok(Self { server, pool, cache_stats })
+        Ok(Self { server, storage, cache_stats })
     }
 
     /// The address the server listens on.
@@ -93,10 +83,14 @@ impl Application {
         Arc::clone(&self.cache_stats)
     }
 
-    /// Serves until `shutdown` is cancelled, then drains in-flight requests and closes the database pool.
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let health = minizon_common::db::watch_health(
-            self.pool.clone(),
+        let probe = self.storage.clone();
+        let health = minizon_common::db::watch(
+            move || {
+                let probe = probe.clone();
+                async move { probe.ping().await }
+            },
             self.server.health(),
             &[SERVICE_NAME],
             HEALTH_EVERY,
@@ -107,7 +101,7 @@ impl Application {
         // The server can also stop on its own (an error): the background tasks must stop with it.
         shutdown.cancel();
         let _ = tokio::join!(health, cache_log);
-        self.pool.close().await;
+        self.storage.close().await;
         served
     }
 }

@@ -9,6 +9,22 @@ use sqlx::{
 use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
 
+/// Creates the PostgreSQL database `url` names if it does not exist yet; replicas starting together may race, and
+/// the loser's "already exists" is success.
+pub async fn ensure_postgres_database(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sqlx::{Postgres, migrate::MigrateDatabase as _};
+    if Postgres::database_exists(url).await.context("check whether the database exists")? {
+        return Ok(());
+    }
+    match Postgres::create_database(url).await {
+        Ok(()) => Ok(()),
+        // 42P04 duplicate_database; 23505 when two creations race on the catalog's unique index.
+        Err(sqlx::Error::Database(error)) if matches!(error.code().as_deref(), Some("42P04" | "23505")) => Ok(()),
+        Err(error) => Err(error).context("create the database"),
+    }
+}
+
 /// Opens a PostgreSQL pool. `url` may carry `?options=-csearch_path%3D…` to pin a schema (tests use one schema
 /// each).
 pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
@@ -17,6 +33,9 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
+        // A ping before every checkout is a round trip per transaction; a dead connection fails its first
+        // statement instead, which maps to UNAVAILABLE like any outage.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
 }

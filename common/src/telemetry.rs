@@ -28,7 +28,8 @@ pub struct LogArgs {
 /// call after the first is a no-op.
 pub fn init(args: &LogArgs) {
     let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_target(true);
+    // stderr: stdout belongs to a command's own output (the dev stack's cheat sheet, a CLI's result).
+    let builder = fmt().with_env_filter(filter).with_target(true).with_writer(std::io::stderr);
     let _ = match args.log_format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gRPC server (the default when no command is given).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Stock administration straight against the database.
     #[command(subcommand)]
     Stock(StockCommand),
@@ -38,8 +38,8 @@ enum StockCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command.unwrap_or_else(|| Command::Serve(Config::parse_from(["loms"]))) {
-        Command::Serve(config) => serve(config).await,
+    match Cli::parse().command.unwrap_or_else(|| Command::Serve(Box::new(Config::parse_from(["loms"])))) {
+        Command::Serve(config) => serve(*config).await,
         Command::Stock(StockCommand::Import { file, database_url, log }) => {
             minizon_common::telemetry::init(&log);
             import(&file, &database_url).await

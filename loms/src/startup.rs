@@ -62,11 +62,7 @@ impl Application {
             shutdown.clone(),
         );
         // Dropped (stopped) if anything below fails to start.
-        let relay = match (&storage, config.outbox.enabled) {
-            (_, false) => None,
-            (Storage::Postgres(store), true) => Some(crate::outbox::spawn(store.pool().clone(), &config.outbox)?),
-            (Storage::Sqlite(_), true) => anyhow::bail!("the outbox relay does not run on SQLite yet"),
-        };
+        let relay = config.outbox.enabled.then(|| crate::outbox::spawn(storage.outbox(), &config.outbox)).transpose()?;
         let sweeper = UnpaidTimeoutJob::start(storage.orders(), &config.sweep_schedule, config.sweep_batch).await?;
 
         let served = server.serve(shutdown.clone()).await;

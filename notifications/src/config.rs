@@ -37,11 +37,18 @@ pub struct Config {
     #[arg(long, env = "NOTIFICATIONS_DEAD_LETTER_TOPIC", default_value = "loms.order-status-changed.dead-letter")]
     pub dead_letter_topic: String,
 
-    /// Database URL (de-duplication). The database is created if it does not exist, and migrated at start.
-    #[arg(long, env = "NOTIFICATIONS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/notifications")]
+    /// Database URL (de-duplication): `postgres://user@host:port/db` (the production topology, replicas
+    /// sharing one database) or `sqlite://path/to/file.db` / `sqlite::memory:` (the embedded mode, one process
+    /// per file). The database (or file) is created if it does not exist, and migrated at start.
+    #[arg(
+        long,
+        env = "NOTIFICATIONS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/notifications"
+    )]
     pub database_url: String,
 
-    /// Most database connections this process keeps open.
+    /// Most database connections this process keeps open on PostgreSQL. On SQLite, where every operation of the
+    /// store is a write, one writer connection does it all.
     #[arg(long, env = "NOTIFICATIONS_DB_MAX_CONNECTIONS", default_value_t = 4)]
     pub db_max_connections: u32,
 

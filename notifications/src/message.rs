@@ -91,9 +91,6 @@ mod tests {
     fn a_failed_order_carries_the_detail() {
         let mut failed = event(OrderStatus::Failed, TransitionReason::InsufficientStock);
         failed.detail = "sku 1001 is short".into();
-        assert_eq!(
-            render(&failed),
-            "Order #42 could not be placed: there is not enough stock. (sku 1001 is short)"
-        );
+        assert_eq!(render(&failed), "Order #42 could not be placed: there is not enough stock. (sku 1001 is short)");
     }
 }

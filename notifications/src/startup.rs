@@ -39,13 +39,14 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Checks the settings, migrates the database and joins the consumer group. The broker need not be up yet:
-    /// the consumer connects (and reconnects) in the background.
+    /// Checks the settings, opens and migrates the database (PostgreSQL or SQLite, by its URL) and joins the
+    /// consumer group. The broker need not be up yet: the consumer connects (and reconnects) in the background.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let sinks = Sink::from_config(&config)?;
         let store = ProcessedEvents::connect(&config.database_url, config.db_max_connections).await?;
-        let dead_letters = DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, DEAD_LETTER_DELIVERY_TIMEOUT)
-            .context("create the dead-letter producer")?;
+        let dead_letters =
+            DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, DEAD_LETTER_DELIVERY_TIMEOUT)
+                .context("create the dead-letter producer")?;
         let consumer = worker::consumer(&config).context("create the Kafka consumer")?;
         tracing::info!(
             brokers = %config.kafka_brokers,
@@ -59,12 +60,18 @@ impl Application {
 
     /// Consumes until `shutdown`, finishing the event in hand, committing offsets and leaving the group.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let store = self.store.clone();
         let pruning = tokio::spawn(prune(self.store.clone(), self.config.dedup_retention, shutdown.clone()));
-        let worker = Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.sinks, shutdown.clone());
+        let worker =
+            Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.sinks, shutdown.clone());
         worker.run().await;
         // The worker stops on shutdown only; make sure the pruning stops with it however the worker ended.
         shutdown.cancel();
-        pruning.await.context("the pruning task panicked")?;
+        let pruned = pruning.await;
+        // Nothing uses the database any more. Closing it on SQLite checkpoints the write-ahead log, so the file
+        // alone holds every delivery when the process is gone.
+        store.close().await;
+        pruned.context("the pruning task panicked")?;
         Ok(())
     }
 }

@@ -52,12 +52,67 @@ impl ConsumerContext for LoggingContext {
     }
 }
 
-/// The consumer type of the worker.
-pub type EventConsumer = StreamConsumer<LoggingContext>;
+/// How long a graceful stop waits for the final commit and the group exit before it leaves them unfinished (the
+/// broker is unreachable; the next owner of the partitions starts from the last commit and de-duplicates).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type RawConsumer = StreamConsumer<LoggingContext>;
+
+/// The worker's group member. Closing a librdkafka consumer (final commit, leaving the group) blocks until the
+/// broker answers, however long that takes; so the consumer is never dropped on an async thread, but handed to a
+/// thread of its own, whatever the way it goes (graceful stop, task abort, panic).
+pub struct EventConsumer(Option<RawConsumer>);
+
+impl std::fmt::Debug for EventConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventConsumer")
+    }
+}
+
+impl EventConsumer {
+    fn get(&self) -> &RawConsumer {
+        // Only `close` and `drop` take it out, and both consume the wrapper.
+        self.0.as_ref().expect("the consumer is present until closed")
+    }
+
+    /// Commits the stored offsets and leaves the group on a thread of its own; flushes `dead_letters` there too.
+    /// Returns once done, or after [`CLOSE_TIMEOUT`].
+    async fn close(mut self, dead_letters: DeadLetters) {
+        let Some(consumer) = self.0.take() else { return };
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let closing = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(%error, "final offset commit failed; the last events will be seen again"),
+            }
+            dead_letters.flush(Duration::from_secs(5));
+            drop(consumer);
+            let _ = done.send(());
+        });
+        if let Err(error) = closing {
+            tracing::error!(%error, "cannot start the thread that closes the consumer");
+            return;
+        }
+        if tokio::time::timeout(CLOSE_TIMEOUT, finished).await.is_err() {
+            tracing::warn!("the broker did not answer the consumer's close in time: leaving without it");
+        }
+    }
+}
+
+impl Drop for EventConsumer {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || drop(consumer));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start the thread that closes the consumer");
+            }
+        }
+    }
+}
 
 /// Creates the group member and subscribes it to the topic.
 pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
-    let consumer: EventConsumer = ClientConfig::new()
+    let consumer: RawConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("group.id", &config.group_id)
         .set("client.id", "notifications")
@@ -70,7 +125,7 @@ pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
         .set("reconnect.backoff.max.ms", "2000")
         .create_with_context(LoggingContext)?;
     consumer.subscribe(&[&config.topic])?;
-    Ok(consumer)
+    Ok(EventConsumer(Some(consumer)))
 }
 
 /// What became of a record.
@@ -96,7 +151,10 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("sinks", &self.sinks).field("dead_letters", &self.dead_letters).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("sinks", &self.sinks)
+            .field("dead_letters", &self.dead_letters)
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,7 +188,7 @@ impl Worker {
             let received = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                received = self.consumer.recv() => received,
+                received = self.consumer.get().recv() => received,
             };
             let message = match received {
                 Ok(message) => message,
@@ -156,22 +214,13 @@ impl Worker {
             if self.handle(&message).instrument(span).await == Outcome::Interrupted {
                 break;
             }
-            if let Err(error) = self.consumer.store_offset_from_message(&message) {
+            if let Err(error) = self.consumer.get().store_offset_from_message(&message) {
                 // The partition was revoked meanwhile; its new owner will see the record again and de-duplicate.
                 tracing::warn!(%error, "cannot store the offset");
             }
         }
-        self.close();
-    }
-
-    /// Commits what was handled, flushes dead letters. Dropping the consumer then leaves the group at once,
-    /// instead of after a session time-out.
-    fn close(self) {
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(%error, "final offset commit failed; the last events will be seen again"),
-        }
-        self.dead_letters.flush(Duration::from_secs(5));
+        // Commit what was handled and leave the group at once, rather than after a session time-out.
+        self.consumer.close(self.dead_letters).await;
         tracing::info!("notifications worker stopped");
     }
 
@@ -192,7 +241,8 @@ impl Worker {
                 Ok(Outcome::Done) => {}
                 Ok(Outcome::Interrupted) => return Outcome::Interrupted,
                 Err(error) => {
-                    tracing::warn!(sink = sink.name(), %error, event_id = %received.event_id, "sink failed: dead-lettering the event");
+                    let event_id = received.event_id;
+                    tracing::warn!(sink = sink.name(), %error, %event_id, "sink failed: dead-lettering the event");
                     failed_sinks.push(sink.name());
                     reasons.push(format!("{}: {error}", sink.name()));
                 }
@@ -241,8 +291,9 @@ impl Worker {
     }
 
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, sinks: Option<&str>) -> Outcome {
-        let published =
-            self.until_ok("publish to the dead-letter topic", || self.dead_letters.publish(message, reason, sinks)).await;
+        let published = self
+            .until_ok("publish to the dead-letter topic", || self.dead_letters.publish(message, reason, sinks))
+            .await;
         match published {
             Some(()) => {
                 tracing::info!(topic = self.dead_letters.topic(), reason, "dead-lettered");

@@ -34,8 +34,9 @@ impl Application {
         tracing::info!(products = catalog.len(), rate_limit = ?config.rate_limit, latency = ?config.latency, "catalog loaded");
         let requests = Arc::new(RequestLog::default());
         let handler = ProductServiceHandler::new(&config, Arc::new(catalog), Arc::clone(&requests));
-        let mut server =
-            GrpcServer::bind(config.listen).await.with_context(|| format!("bind the gRPC server to {}", config.listen))?;
+        let mut server = GrpcServer::bind(config.listen)
+            .await
+            .with_context(|| format!("bind the gRPC server to {}", config.listen))?;
         server.routes().add_service(ProductServiceServer::new(handler));
         // Nothing this service depends on can go down: it is serving as soon as it listens.
         set_health(&server.health(), &[SERVICE_NAME], true).await;

@@ -150,7 +150,7 @@ async fn one_listing_runs_at_most_five_look_ups_at_once() {
     .await;
     let loms = minizon_tests::loms::TestLoms::start().await;
     let checkout = minizon_tests::checkout::TestCheckout::start_with(
-        minizon_tests::db::TestDb::new().await,
+        minizon_tests::checkout::checkout_db().await,
         loms.url(),
         products.url(),
         |config| {
@@ -171,4 +171,26 @@ async fn one_listing_runs_at_most_five_look_ups_at_once() {
     let most = products.requests.max_in_flight();
     assert!(most <= 5, "{most} look-ups ran at once");
     assert!(most >= 2, "look-ups did not run concurrently (at most {most} at once)");
+}
+
+#[tokio::test]
+async fn carts_survive_a_restart_of_checkout_on_the_same_database() {
+    let shop = TestShop::start().await;
+    shop.loms.set_stock(1, KETTLE, 10).await;
+    shop.loms.set_stock(1, COFFEE, 10).await;
+    let mut client = shop.checkout.client().await;
+    add(&mut client, USER, KETTLE, 2).await.unwrap();
+    add(&mut client, USER, COFFEE, 1).await.unwrap();
+    let TestShop { loms, products, checkout } = shop;
+    let (db, config) = checkout.stop().await;
+
+    let restarted = minizon_tests::checkout::TestCheckout::start_with(db, loms.url(), products.url(), |restarted| {
+        *restarted = config;
+    })
+    .await;
+
+    let mut client = restarted.client().await;
+    assert_eq!(lines(&mut client, USER).await, vec![(KETTLE, 2), (COFFEE, 1)]);
+    // Two changes, two versions: the store counts what the purchase key is derived from, on either backend.
+    assert_eq!(restarted.db.scalar(&format!("select version from carts where user_id = {USER}")).await, 2);
 }

@@ -1,5 +1,5 @@
 //! Checkout and the local ProductService end to end: real servers on free ports (Checkout, LOMS, ProductService),
-//! their own PostgreSQL schemas, the generated gRPC clients.
+//! their own databases (PostgreSQL schemas or SQLite files, as `TEST_BACKEND` says), the generated gRPC clients.
 
 mod cart;
 mod errors;

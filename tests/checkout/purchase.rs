@@ -8,8 +8,7 @@ use minizon_proto::{
     loms::{Item, ListOrderRequest, OrderStatus, StocksRequest},
 };
 use minizon_tests::{
-    checkout::{ResponseGate, TestCheckout},
-    db::TestDb,
+    checkout::{ResponseGate, TestCheckout, checkout_db},
     loms::TestLoms,
     poll,
     product::{TestProductService, test_catalog},
@@ -109,12 +108,11 @@ async fn buying_the_same_content_again_later_is_a_new_order() {
 
 #[tokio::test]
 async fn a_purchase_retried_after_its_answer_was_lost_yields_one_order() {
-    minizon_common::telemetry::init(&minizon_common::telemetry::LogArgs { log_format: Default::default(), log_filter: "debug,h2=info,hyper=info,sqlx=warn".into() });
     // Checkout reaches LOMS through a gate that can hold LOMS's answers back.
     let loms = TestLoms::start().await;
     let gate = ResponseGate::start(loms.addr).await;
     let products = TestProductService::start(test_catalog()).await;
-    let checkout = TestCheckout::start_with(TestDb::new().await, gate.url(), products.url(), |_| {}).await;
+    let checkout = TestCheckout::start_with(checkout_db().await, gate.url(), products.url(), |_| {}).await;
     loms.set_stock(1, KETTLE, 10).await;
     let mut client = checkout.client().await;
     add(&mut client, USER, KETTLE, 2).await.unwrap();

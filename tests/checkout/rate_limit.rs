@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use minizon_proto::loms::{ImportStockRequest, SetStockRequest};
 use minizon_tests::{
-    checkout::TestCheckout,
-    db::TestDb,
+    checkout::{TestCheckout, checkout_db},
     loms::TestLoms,
     product::{TestProductService, numbered_catalog},
 };
@@ -24,7 +23,7 @@ async fn concurrent_listings_never_make_product_service_see_more_than_the_rate_l
     let loms = TestLoms::start().await;
     let levels = (1..=skus).map(|sku| SetStockRequest { warehouse_id: 1, sku, on_hand: 100 }).collect();
     loms.admin().await.import_stock(ImportStockRequest { levels }).await.unwrap();
-    let db = TestDb::new().await;
+    let db = checkout_db().await;
     // The carts are filled through an unlimited Checkout on the same database, so that only the listings below
     // go through the limited one.
     let filler = TestCheckout::start_with(db.clone(), loms.url(), products.url(), |config| {

@@ -47,11 +47,12 @@ pub(crate) fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code:
     );
 }
 
-/// The ids of every order LOMS holds for `user`, read from its database (no RPC lists a user's orders).
+/// The ids of every order LOMS holds for `user`, read from its database of either backend (no RPC lists a user's
+/// orders).
 pub(crate) async fn orders_of(loms: &TestLoms, user: i64) -> Vec<i64> {
-    let mut conn = loms.db.connect().await;
-    sqlx::query_scalar("select id from orders where user_id = $1 order by id")
-        .bind(user)
+    let mut conn = loms.db.connect_any().await;
+    // Inlined rather than bound: placeholders differ between the backends, and `user` is the test's own number.
+    sqlx::query_scalar(&format!("select id from orders where user_id = {user} order by id"))
         .fetch_all(&mut conn)
         .await
         .expect("read LOMS orders")

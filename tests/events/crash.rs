@@ -25,8 +25,8 @@ async fn events_published_but_not_marked_before_a_crash_are_published_again_and_
     client.order_payed(OrderPayedRequest { order_id }).await.unwrap();
     let mut relay_config = loms.config.outbox.clone();
     enable_relay_settings(&mut relay_config, &broker);
-    let pool = minizon_common::db::connect_postgres(&loms.db.url, 2).await.unwrap();
-    let published = loms::outbox::testing::publish_round_without_marking(&pool, &relay_config).await.unwrap();
+    let source = loms.db.outbox_source().await;
+    let published = loms::outbox::testing::publish_round_without_marking(source, &relay_config).await.unwrap();
     assert_eq!(published, 1, "a round publishes an order's earliest unsent event only");
     assert_eq!(broker.count(EVENTS_TOPIC).await, 1, "the broker has the event");
     let rows = outbox(&loms.db).await;

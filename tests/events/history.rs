@@ -26,12 +26,8 @@ async fn a_full_order_history_is_published_in_order_and_notified_once_per_event(
     assert_eq!(refused.code(), Code::FailedPrecondition);
     let timed_out = client.create_order(order(4, &[(1001, 3)])).await.unwrap().into_inner().order_id;
     // Bring the deadline forward rather than wait ten minutes; the sweep (every second) does the rest.
-    let mut conn = system.loms.db.connect().await;
-    sqlx::query("update orders set payment_deadline = now() - interval '1 second' where id = $1")
-        .bind(timed_out)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let db = &system.loms.db;
+    db.execute(&format!("update orders set payment_deadline = {} where id = {timed_out}", db.now_sql(-1_000))).await;
     poll::until("the unpaid order to time out", Duration::from_secs(30), || {
         let mut client = client.clone();
         async move {

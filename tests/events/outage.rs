@@ -1,7 +1,9 @@
 //! Broker outages: LOMS keeps serving, and every event arrives once the broker is back.
 
 use minizon_proto::loms::{CancelOrderRequest, OrderPayedRequest, loms_v1_client::LomsV1Client};
-use minizon_tests::kafka::EVENTS_TOPIC;
+use std::time::Duration;
+
+use minizon_tests::{db::TestDb, kafka::EVENTS_TOPIC, poll};
 use tonic::transport::Channel;
 
 use crate::support::{System, assert_one_notification_per_event, occurrences, order, outbox};
@@ -23,6 +25,22 @@ async fn change_orders(client: &mut LomsV1Client<Channel>, user: i64, count: usi
     }
 }
 
+/// Waits until even the newest unsent event has waited longer than the relay's delivery timeout (5 s in these
+/// tests): then a relay round holding this phase's events has failed, and the outage really was felt. While the
+/// broker is away no event can be acknowledged, so the wait is bound to end.
+async fn wait_until_a_round_timed_out(db: &TestDb) {
+    poll::until("an event to wait longer than the delivery timeout", Duration::from_secs(60), || async {
+        let sql = format!(
+            "select count(*) from outbox where sent_at is null having max(created_at) < {}",
+            db.now_sql(-6_000)
+        );
+        let mut conn = db.connect_any().await;
+        let timed_out: Option<i64> = sqlx::query_scalar(&sql).fetch_optional(&mut conn).await.ok()?;
+        timed_out.map(|_| ())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn orders_keep_changing_through_a_broker_outage_and_every_event_is_notified_once() {
     // Arrange
@@ -35,9 +53,11 @@ async fn orders_keep_changing_through_a_broker_outage_and_every_event_is_notifie
     // and it restarts on the same storage.
     system.broker.pause();
     change_orders(&mut client, 2, 6).await;
+    wait_until_a_round_timed_out(&system.loms.db).await;
     system.broker.resume();
     system.broker.kill().await;
     change_orders(&mut client, 3, 6).await;
+    wait_until_a_round_timed_out(&system.loms.db).await;
     system.broker.restart().await;
     system.settle().await;
 

@@ -1,7 +1,10 @@
 //! Several LOMS replicas relaying from one database.
 
 use minizon_proto::loms::{CancelOrderRequest, OrderPayedRequest};
-use minizon_tests::{db::TestDb, kafka::{EVENTS_TOPIC, TestBroker}};
+use minizon_tests::{
+    db::TestDb,
+    kafka::{EVENTS_TOPIC, TestBroker},
+};
 
 use crate::support::{events_by_order, occurrences, order, outbox, start_loms, wait_until_outbox_drained};
 
@@ -9,7 +12,8 @@ use crate::support::{events_by_order, occurrences, order, outbox, start_loms, wa
 async fn two_replicas_relaying_one_database_publish_each_event_once_and_in_order() {
     // Arrange
     let broker = TestBroker::start().await;
-    let db = TestDb::new().await;
+    // Replicas sharing one database is the production topology: PostgreSQL whichever backend the suite runs on.
+    let db = TestDb::postgres().await;
     let replicas = [start_loms(db.clone(), &broker).await, start_loms(db.clone(), &broker).await];
     replicas[0].set_stock(1, 1001, 10_000).await;
 

@@ -73,21 +73,20 @@ pub(crate) struct OutboxRow {
 
 /// Every outbox row, in id order.
 pub(crate) async fn outbox(db: &TestDb) -> Vec<OutboxRow> {
-    let mut conn = db.connect().await;
-    let rows: Vec<(Uuid, i64)> =
-        sqlx::query_as("select event_id, order_id from outbox order by id").fetch_all(&mut conn).await.expect("outbox");
-    rows.into_iter().map(|(event_id, order_id)| OutboxRow { event_id, order_id }).collect()
+    let mut conn = db.connect_any().await;
+    let rows: Vec<(String, i64)> = sqlx::query_as("select cast(event_id as text), order_id from outbox order by id")
+        .fetch_all(&mut conn)
+        .await
+        .expect("outbox");
+    rows.into_iter()
+        .map(|(event_id, order_id)| OutboxRow { event_id: Uuid::parse_str(&event_id).expect("a UUID"), order_id })
+        .collect()
 }
 
 /// Waits until the relay has published (and marked) every outbox row.
 pub(crate) async fn wait_until_outbox_drained(db: &TestDb) {
     poll::until("the outbox to be drained", LIMIT, || async {
-        let mut conn = db.connect().await;
-        let unsent: i64 = sqlx::query_scalar("select count(*) from outbox where sent_at is null")
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        (unsent == 0).then_some(())
+        (db.scalar("select count(*) from outbox where sent_at is null").await == 0).then_some(())
     })
     .await;
 }
@@ -151,7 +150,8 @@ pub(crate) fn assert_one_notification_per_event(sinks: &SinkStandIn, rows: &[Out
     assert_eq!(telegram.len(), rows.len(), "Telegram messages: one per event");
     for (order_id, events) in &order_of_rows {
         let prefix = format!("Order #{order_id} ");
-        let messages = telegram.iter().filter(|call| call.body["text"].as_str().is_some_and(|t| t.starts_with(&prefix)));
+        let messages =
+            telegram.iter().filter(|call| call.body["text"].as_str().is_some_and(|t| t.starts_with(&prefix)));
         assert_eq!(messages.count(), events.len(), "Telegram messages about order {order_id}");
     }
 }
@@ -171,7 +171,8 @@ pub(crate) async fn assert_events_match_history(
         .into_inner()
         .transitions;
     let expected: Vec<_> = history.iter().map(|t| (t.from.map(|_| t.from()), t.to(), t.reason())).collect();
-    let published: Vec<_> = events.iter().map(|e| (e.old_status.map(|_| e.old_status()), e.new_status(), e.reason())).collect();
+    let published: Vec<_> =
+        events.iter().map(|e| (e.old_status.map(|_| e.old_status()), e.new_status(), e.reason())).collect();
     assert_eq!(published, expected, "events of order {order_id} against its history");
     published
 }

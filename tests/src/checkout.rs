@@ -1,4 +1,4 @@
-//! A Checkout server on a free port, on its own schema, wired to a LOMS and a ProductService; the whole buying path
+//! A Checkout server on a free port, on its own database, wired to a LOMS and a ProductService; the whole buying path
 //! in one call; and a proxy that can hold back a dependency's answers, to lose a response after it was sent.
 
 use std::{net::SocketAddr, sync::Arc};
@@ -17,6 +17,11 @@ use tonic::transport::Channel;
 
 use crate::{db::TestDb, loms::TestLoms, product::TestProductService};
 
+/// A fresh database for Checkout, of the backend `TEST_BACKEND` chooses (a PostgreSQL schema or an SQLite file).
+pub async fn checkout_db() -> TestDb {
+    TestDb::new().await
+}
+
 /// A running Checkout.
 #[derive(Debug)]
 pub struct TestCheckout {
@@ -30,9 +35,9 @@ pub struct TestCheckout {
 }
 
 impl TestCheckout {
-    /// Checkout with default settings on a fresh schema, using the LOMS and ProductService at these URLs.
+    /// Checkout with default settings on a fresh database, using the LOMS and ProductService at these URLs.
     pub async fn start(loms_url: String, product_url: String) -> Self {
-        Self::start_with(TestDb::new().await, loms_url, product_url, |_| {}).await
+        Self::start_with(checkout_db().await, loms_url, product_url, |_| {}).await
     }
 
     /// Checkout on `db`, with settings adjusted by `configure` (the listen address defaults to a free port, the
@@ -92,7 +97,7 @@ impl TestShop {
     pub async fn start_with(catalog: Catalog, configure: impl FnOnce(&mut Config)) -> Self {
         let loms = TestLoms::start().await;
         let products = TestProductService::start(catalog).await;
-        let checkout = TestCheckout::start_with(TestDb::new().await, loms.url(), products.url(), configure).await;
+        let checkout = TestCheckout::start_with(checkout_db().await, loms.url(), products.url(), configure).await;
         Self { loms, products, checkout }
     }
 }
@@ -118,8 +123,8 @@ impl ResponseGate {
                 let gate = gates.subscribe();
                 tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(target).await else { return };
-                    let (mut from_client, mut to_server) = inbound.into_split();
-                    let (from_server, to_client) = outbound.into_split();
+                    let (mut from_client, to_client) = inbound.into_split();
+                    let (from_server, mut to_server) = outbound.into_split();
                     tokio::select! {
                         _ = tokio::io::copy(&mut from_client, &mut to_server) => {}
                         () = answers(from_server, to_client, gate) => {}

@@ -71,6 +71,35 @@ impl TestDb {
         AnyConnection::connect(&self.url).await.expect("connect to the test database")
     }
 
+    /// LOMS's outbox in this database, for tests that drive the relay by hand.
+    pub async fn outbox_source(&self) -> loms::outbox::OutboxSource {
+        use loms::outbox::OutboxSource;
+        if self.is_postgres() {
+            let pool = minizon_common::db::connect_postgres(&self.url, 2).await.expect("connect");
+            OutboxSource::Postgres { pool, written: Default::default() }
+        } else {
+            let pools = minizon_common::db::connect_sqlite(&self.url, 1).await.expect("open the SQLite file");
+            OutboxSource::Sqlite { pools, written: std::sync::Arc::new(tokio::sync::Notify::new()) }
+        }
+    }
+
+    /// The current time as a backend writes it: `now()` on PostgreSQL, Unix milliseconds on SQLite, shifted by
+    /// `offset_ms`; for portable assertions on deadlines and ages.
+    pub fn now_sql(&self, offset_ms: i64) -> String {
+        if self.is_postgres() {
+            format!("(now() + make_interval(secs => {}))", offset_ms as f64 / 1000.0)
+        } else {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+            (now + offset_ms).to_string()
+        }
+    }
+
+    /// Runs a portable statement.
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = self.connect_any().await;
+        sqlx::query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Runs a portable query returning one integer.
     pub async fn scalar(&self, sql: &str) -> i64 {
         let mut conn = self.connect_any().await;

@@ -47,6 +47,7 @@ pub struct TestBroker {
 impl TestBroker {
     /// Starts a broker on a free port with empty storage and the two order-event topics (3 partitions each).
     pub async fn start() -> Self {
+        init_logs();
         let bin = tansu_bin();
         assert!(
             bin.is_file(),
@@ -111,10 +112,7 @@ impl TestBroker {
 
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().and_then(Child::id).expect("the broker is running");
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("run kill");
+        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
         assert!(status.success(), "kill {signal} {pid}");
     }
 
@@ -192,11 +190,10 @@ impl TestBroker {
     /// everything it will ever do with those records is done, so counts taken after it are final.
     pub async fn wait_until_consumed(&self, group: &str, topic: &str, limit: Duration) {
         let (bootstrap, owned_topic) = (self.bootstrap(), topic.to_owned());
-        let ends: Vec<(i32, i64, i64)> = tokio::task::spawn_blocking(move || {
-            watermarks(&plain_consumer(&bootstrap), &owned_topic)
-        })
-        .await
-        .expect("watermarks task");
+        let ends: Vec<(i32, i64, i64)> =
+            tokio::task::spawn_blocking(move || watermarks(&plain_consumer(&bootstrap), &owned_topic))
+                .await
+                .expect("watermarks task");
         crate::poll::until(&format!("group {group} to consume all of {topic}"), limit, || async {
             let committed = self.committed(group, topic).await;
             ends.iter()
@@ -211,14 +208,20 @@ impl TestBroker {
 
     /// Produces one record, waiting for the acknowledgement.
     pub async fn produce(&self, topic: &str, key: &str, payload: &[u8], headers: &[(&str, &str)]) {
-        let producer: FutureProducer =
-            ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().expect("create a producer");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("create a producer");
         let mut owned = OwnedHeaders::new();
         for (name, value) in headers {
             owned = owned.insert(Header { key: name, value: Some(*value) });
         }
         producer
-            .send(FutureRecord::to(topic).key(key).payload(payload).headers(owned), Timeout::After(Duration::from_secs(20)))
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload).headers(owned),
+                Timeout::After(Duration::from_secs(20)),
+            )
             .await
             .map_err(|(error, _)| error)
             .expect("produce a record");
@@ -267,6 +270,17 @@ impl Record {
     pub fn event(&self) -> minizon_proto::events::OrderStatusChanged {
         serde_json::from_slice(&self.payload)
             .unwrap_or_else(|error| panic!("record {}/{} is not an event: {error}", self.partition, self.offset))
+    }
+}
+
+/// With `TEST_LOG` set (an `EnvFilter`, e.g. `info,loms=debug`), the services' logs go to the test output: the
+/// event tests cross processes and threads, and their logs are how a failure is understood.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        minizon_common::telemetry::init(&minizon_common::telemetry::LogArgs {
+            log_format: minizon_common::telemetry::LogFormat::Human,
+            log_filter: filter,
+        });
     }
 }
 

@@ -35,10 +35,10 @@ pub struct TestNotifications {
 }
 
 impl TestNotifications {
-    /// A worker on a fresh schema, consuming from `brokers`, sending to both HTTP sinks of `sinks`, with quick
-    /// retries; `configure` adjusts the rest.
+    /// A worker on a fresh PostgreSQL schema (its only backend), consuming from `brokers`, sending to the log and
+    /// both HTTP sinks of `sinks`, with quick retries; `configure` adjusts the rest.
     pub async fn start(brokers: &str, sinks: &SinkStandIn, configure: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::for_database(TestDb::new().await.url, brokers);
+        let mut config = Config::for_database(TestDb::postgres().await.url, brokers);
         config.sinks = vec![SinkKind::Log, SinkKind::Telegram, SinkKind::Webhook];
         config.telegram_base_url = sinks.url();
         config.telegram_token = Some(TELEGRAM_TOKEN.to_owned().into());

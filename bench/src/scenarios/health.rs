@@ -1,8 +1,8 @@
 //! The same-run gRPC baseline: `grpc.health.v1.Health/Check` on the server under test, a real tonic call through
 //! the same stack (HTTP/2, codec, routing) that touches no database.
 
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
     runner::{Probe, Scenario},

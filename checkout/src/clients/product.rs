@@ -9,7 +9,6 @@ use minizon_proto::product::{GetProductRequest, product_service_client::ProductS
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Code, transport::Channel};
 
-
 use super::{Deadline, Failure, with_retries};
 use crate::{
     domain::{Product, Sku},

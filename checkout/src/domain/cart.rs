@@ -97,10 +97,12 @@ pub struct TotalPriceOverflow;
 
 /// `Σ price × count`, never wrapping: a total beyond uint32 is an error, not a wrong number.
 pub fn total_price(lines: &[PricedLine]) -> Result<u32, TotalPriceOverflow> {
-    lines.iter().try_fold(0u32, |total, line| {
-        line.product.price.checked_mul(line.count.get()).and_then(|subtotal| total.checked_add(subtotal))
-    })
-    .ok_or(TotalPriceOverflow)
+    lines
+        .iter()
+        .try_fold(0u32, |total, line| {
+            line.product.price.checked_mul(line.count.get()).and_then(|subtotal| total.checked_add(subtotal))
+        })
+        .ok_or(TotalPriceOverflow)
 }
 
 #[cfg(test)]

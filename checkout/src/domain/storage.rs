@@ -1,4 +1,4 @@
-//! What Checkout needs from a database. Each backend (PostgreSQL now; SQLite for the embedded mode) implements this
+//! What Checkout needs from a database. Each backend (PostgreSQL; SQLite for the embedded mode) implements this
 //! trait so that the guarantees below hold whichever backend runs.
 
 use async_trait::async_trait;

@@ -37,9 +37,23 @@ pub struct PostgresCartStore {
 }
 
 impl PostgresCartStore {
+    /// Creates the database if it does not exist, connects with up to `max_connections`, and migrates it.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        ensure_database(url).await?;
+        let pool =
+            minizon_common::db::connect_postgres(url, max_connections).await.context("connect to the cart database")?;
+        migrate(&pool).await?;
+        Ok(Self::new(pool))
+    }
+
     /// A store over `pool` (already migrated).
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// The pool (for health and shutdown).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 

@@ -25,8 +25,9 @@ pub struct RelayConfig {
     #[arg(long = "outbox-batch", env = "LOMS_OUTBOX_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
 
-    /// How often the relay looks for events when no commit woke it (a safety net: commits notify it at once).
-    #[arg(long = "outbox-poll-interval", env = "LOMS_OUTBOX_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How often the relay looks for events when no commit of its own process woke it (events written by
+    /// replicas that run no relay).
+    #[arg(long = "outbox-poll-interval", env = "LOMS_OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 
     /// How long one event may wait for the broker's acknowledgement before the round fails and backs off.

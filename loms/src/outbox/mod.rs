@@ -11,14 +11,18 @@
 //!   an order share the key (the order id), hence the partition.
 //! * **Decoupled**: no request waits for Kafka. While the broker is unreachable, rounds fail and back off, and
 //!   events wait in the table.
-//! * **Prompt**: a trigger `NOTIFY`s the relay at every commit that wrote events (`LISTEN loms_outbox`); a slow
-//!   poll covers a lost notification connection.
+//! * **Prompt**: the store wakes its process's relay after every commit that wrote events; a poll (1 s) picks up
+//!   events written by processes that run no relay.
+//! * **Both backends**: [`OutboxSource`] is the database side, on PostgreSQL (any number of replicas) or SQLite
+//!   (the embedded mode: one process, one relay).
 
 mod config;
 mod relay;
+mod source;
 
 pub use config::RelayConfig;
-pub use relay::{OutboxLag, RelayHandle, RelayStatus, lag, spawn};
+pub use relay::{RelayHandle, RelayStatus, lag, spawn};
+pub use source::{OutboxLag, OutboxSource};
 
 #[doc(hidden)]
 pub use relay::testing;

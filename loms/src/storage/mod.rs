@@ -44,6 +44,19 @@ impl Storage {
         }
     }
 
+    /// The outbox, for the relay.
+    pub fn outbox(&self) -> crate::outbox::OutboxSource {
+        use crate::outbox::OutboxSource;
+        match self {
+            Self::Postgres(store) => {
+                OutboxSource::Postgres { pool: store.pool().clone(), written: store.outbox_written() }
+            }
+            Self::Sqlite(store) => {
+                OutboxSource::Sqlite { pools: store.pools().clone(), written: store.outbox_written() }
+            }
+        }
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         match self {

@@ -5,12 +5,14 @@
 //! stock check constraint (`reserved <= on_hand`) is the last line of defence against oversell; the allocation
 //! reads free units under those row locks, so it never trips in practice.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Row, Transaction, migrate::MigrateDatabase, postgres::PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 
 use crate::{
     domain::{
@@ -27,23 +29,30 @@ type Tx = Transaction<'static, Postgres>;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Signalled after every commit that wrote outbox events, to wake this process's relay at once.
+    outbox_written: Arc<Notify>,
 }
 
 impl PgStore {
     /// Creates the database if it does not exist, connects, and applies migrations.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        if !Postgres::database_exists(url).await.context("check that the LOMS database exists")? {
-            // Another replica may create it at the same moment: ignore "already exists".
-            if let Err(error) = Postgres::create_database(url).await {
-                if !Postgres::database_exists(url).await.unwrap_or(false) {
-                    return Err(error).context("create the LOMS database");
-                }
-            }
-        }
+        minizon_common::db::ensure_postgres_database(url).await.context("create the LOMS database")?;
         let pool = minizon_common::db::connect_postgres(url, max_connections).await.context("connect to the LOMS database")?;
         sqlx::migrate!("../migrations/loms/postgres").run(&pool).await.context("migrate the LOMS database")?;
-        Ok(Self { pool })
+        Ok(Self { pool, outbox_written: Arc::new(Notify::new()) })
+    }
+
+    /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
+    pub fn outbox_written(&self) -> Arc<Notify> {
+        self.outbox_written.clone()
+    }
+
+    /// Commits a transaction that wrote outbox events, then wakes the relay.
+    async fn commit_events(&self, tx: Tx) -> Result<(), LomsError> {
+        tx.commit().await?;
+        self.outbox_written.notify_one();
+        Ok(())
     }
 
     /// The pool, for the parts of LOMS that run their own queries (health, outbox relay).
@@ -89,43 +98,26 @@ impl PgStore {
         let order_id = OrderId::try_from(order_id).map_err(|e| LomsError::Internal(e.into()))?;
 
         let skus: Vec<i64> = request.lines.iter().map(|(sku, _)| i64::from(sku.get())).collect();
-        let counts: Vec<i32> = request.lines.iter().map(|(_, count)| count.get() as i32).collect();
         let stock = lock_stock(&mut tx, &skus).await?;
-        sqlx::query("insert into order_items (order_id, sku, count) select $1, * from unnest($2::bigint[], $3::int[])")
-            .bind(order_id.get())
-            .bind(&skus)
-            .bind(&counts)
-            .execute(&mut *tx)
-            .await?;
-
         let created = Transition::new(None, OrderStatus::New, TransitionReason::Created);
         let outcome = match allocate(request.lines.iter(), &stock) {
             Ok(reservations) => {
-                reserve(&mut tx, order_id, &reservations).await?;
-                sqlx::query(
-                    "update orders set status = 1, payment_deadline = now() + make_interval(secs => $2),
-                     updated_at = now() where id = $1",
-                )
-                .bind(order_id.get())
-                .bind(request.payment_timeout.as_secs_f64())
-                .execute(&mut *tx)
-                .await?;
-                let reserved = Transition::new(Some(OrderStatus::New), OrderStatus::AwaitingPayment, TransitionReason::Reserved);
+                place(&mut tx, order_id, &request.lines, &reservations, Some(request.payment_timeout)).await?;
+                let reserved =
+                    Transition::new(Some(OrderStatus::New), OrderStatus::AwaitingPayment, TransitionReason::Reserved);
                 record(&mut tx, &[(order_id, request.user, &request.lines, vec![created, reserved])]).await?;
                 Ok(CreateOutcome { order_id, replayed: false })
             }
             Err(shortage) => {
-                sqlx::query("update orders set status = 2, updated_at = now() where id = $1")
-                    .bind(order_id.get())
-                    .execute(&mut *tx)
-                    .await?;
-                let failed = Transition::new(Some(OrderStatus::New), OrderStatus::Failed, TransitionReason::InsufficientStock)
-                    .with_detail(shortage.to_string());
+                place(&mut tx, order_id, &request.lines, &[], None).await?;
+                let failed =
+                    Transition::new(Some(OrderStatus::New), OrderStatus::Failed, TransitionReason::InsufficientStock)
+                        .with_detail(shortage.to_string());
                 record(&mut tx, &[(order_id, request.user, &request.lines, vec![created, failed])]).await?;
                 Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() })
             }
         };
-        tx.commit().await?;
+        self.commit_events(tx).await?;
         outcome
     }
 
@@ -175,7 +167,7 @@ impl PgStore {
         let lines = order_lines(&mut tx, &[id]).await?.pop().map(|(_, lines)| lines);
         let lines = lines.ok_or_else(|| LomsError::Internal(format!("order {id} has no items").into()))?;
         record(&mut tx, &[(id, user, &lines, vec![transition])]).await?;
-        tx.commit().await?;
+        self.commit_events(tx).await?;
         reply
     }
 
@@ -217,7 +209,7 @@ impl PgStore {
             .map(|((id, user), (_, lines))| (*id, *user, lines, vec![expired.clone()]))
             .collect();
         record(&mut tx, &batch).await?;
-        tx.commit().await?;
+        self.commit_events(tx).await?;
         Ok(ids)
     }
 }
@@ -244,24 +236,48 @@ async fn lock_stock(tx: &mut Tx, skus: &[i64]) -> Result<Vec<StockRow>, LomsErro
         .collect()
 }
 
-/// Stores the reservations and moves the units from free to reserved (rows already locked by [`lock_stock`]).
-async fn reserve(tx: &mut Tx, order_id: OrderId, reservations: &[Reservation]) -> Result<(), LomsError> {
+/// Stores a new order's items and, in the same statement, either its reservations (units move from free to
+/// reserved in rows already locked by [`lock_stock`]; the order awaits payment until `payment_timeout` from now) or,
+/// with no reservations and no timeout, its failure. One statement keeps CreateOrder at six round trips.
+async fn place(
+    tx: &mut Tx,
+    order_id: OrderId,
+    lines: &OrderLines,
+    reservations: &[Reservation],
+    payment_timeout: Option<Duration>,
+) -> Result<(), LomsError> {
+    let item_skus: Vec<i64> = lines.iter().map(|(sku, _)| i64::from(sku.get())).collect();
+    let item_counts: Vec<i32> = lines.iter().map(|(_, count)| count.get() as i32).collect();
     let skus: Vec<i64> = reservations.iter().map(|r| i64::from(r.sku.get())).collect();
     let warehouses: Vec<i64> = reservations.iter().map(|r| r.warehouse.get()).collect();
     let counts: Vec<i64> = reservations.iter().map(|r| r.count as i64).collect();
+    let (status, timeout) = match payment_timeout {
+        Some(timeout) => (OrderStatus::AwaitingPayment, Some(timeout.as_secs_f64())),
+        None => (OrderStatus::Failed, None),
+    };
     sqlx::query(
-        "with reserved as (
+        "with items as (
+             insert into order_items (order_id, sku, count)
+             select $1, * from unnest($2::bigint[], $3::int[])
+         ), reserved as (
              insert into reservations (order_id, sku, warehouse_id, count)
-             select $1, * from unnest($2::bigint[], $3::bigint[], $4::bigint[])
+             select $1, * from unnest($4::bigint[], $5::bigint[], $6::bigint[])
+         ), stock as (
+             update stocks s set reserved = s.reserved + r.count
+             from unnest($4::bigint[], $5::bigint[], $6::bigint[]) as r(sku, warehouse_id, count)
+             where s.sku = r.sku and s.warehouse_id = r.warehouse_id
          )
-         update stocks s set reserved = s.reserved + r.count
-         from unnest($2::bigint[], $3::bigint[], $4::bigint[]) as r(sku, warehouse_id, count)
-         where s.sku = r.sku and s.warehouse_id = r.warehouse_id",
+         update orders set status = $7, payment_deadline = now() + make_interval(secs => $8), updated_at = now()
+         where id = $1",
     )
     .bind(order_id.get())
+    .bind(&item_skus)
+    .bind(&item_counts)
     .bind(&skus)
     .bind(&warehouses)
     .bind(&counts)
+    .bind(status.code())
+    .bind(timeout)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -272,10 +288,11 @@ async fn release(tx: &mut Tx, orders: &[OrderId], sold: bool) -> Result<(), Loms
     let ids: Vec<i64> = orders.iter().map(|id| id.get()).collect();
     // Lock first, in the global order: an UPDATE … FROM join would lock rows in whatever order the plan visits.
     sqlx::query(
-        "select 1 from stocks s
-         where (s.sku, s.warehouse_id) in (select sku, warehouse_id from reservations where order_id = any($1))
+        "select 1 from reservations r
+         join stocks s on s.sku = r.sku and s.warehouse_id = r.warehouse_id
+         where r.order_id = any($1)
          order by s.sku, s.warehouse_id
-         for update",
+         for update of s",
     )
     .bind(&ids)
     .execute(&mut **tx)

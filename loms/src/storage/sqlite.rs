@@ -5,10 +5,13 @@
 //! winner per order, one order per idempotency key. Reads go through reader connections (WAL). SQL is row by row
 //! where PostgreSQL's is set-based: in-process statements cost no network round trips.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use minizon_common::db::SqlitePools;
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction, sqlite::SqliteRow};
+use tokio::sync::Notify;
 
 use crate::{
     domain::{
@@ -25,6 +28,8 @@ type Tx = Transaction<'static, Sqlite>;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pools: SqlitePools,
+    /// Signalled after every commit that wrote outbox events, to wake the relay at once.
+    outbox_written: Arc<Notify>,
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -41,7 +46,19 @@ impl SqliteStore {
         use anyhow::Context as _;
         let pools = minizon_common::db::connect_sqlite(url, 4).await.context("open the LOMS SQLite database")?;
         sqlx::migrate!("../migrations/loms/sqlite").run(&pools.writer).await.context("migrate the LOMS database")?;
-        Ok(Self { pools })
+        Ok(Self { pools, outbox_written: Arc::new(Notify::new()) })
+    }
+
+    /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
+    pub fn outbox_written(&self) -> Arc<Notify> {
+        self.outbox_written.clone()
+    }
+
+    /// Commits a transaction that wrote outbox events, then wakes the relay.
+    async fn commit_events(&self, tx: Tx) -> Result<(), LomsError> {
+        tx.commit().await?;
+        self.outbox_written.notify_one();
+        Ok(())
     }
 
     /// The pools, for the parts of LOMS that run their own queries (health, outbox relay).
@@ -55,10 +72,10 @@ impl SqliteStore {
 
     async fn try_create(&self, request: &CreateOrder) -> Result<CreateOutcome, LomsError> {
         let mut tx = self.write().await?;
-        if let Some(idempotency) = &request.idempotency {
-            if let Some(outcome) = replay(&mut tx, request.user, idempotency).await? {
-                return outcome;
-            }
+        if let Some(idempotency) = &request.idempotency
+            && let Some(outcome) = replay(&mut tx, request.user, idempotency).await?
+        {
+            return outcome;
         }
         let now = Utc::now();
         let (key, hash) = match &request.idempotency {
@@ -105,7 +122,7 @@ impl SqliteStore {
                 Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() })
             }
         };
-        tx.commit().await?;
+        self.commit_events(tx).await?;
         outcome
     }
 
@@ -127,7 +144,7 @@ impl SqliteStore {
         set_status(&mut tx, id, transition.to, None, now).await?;
         let lines = order_lines(&mut tx, id).await?;
         record(&mut tx, id, user, &lines, &[transition], now).await?;
-        tx.commit().await?;
+        self.commit_events(tx).await?;
         reply
     }
 
@@ -152,7 +169,11 @@ impl SqliteStore {
             record(&mut tx, id, user, &lines, &[unpaid_timeout()], now).await?;
             cancelled.push(id);
         }
-        tx.commit().await?;
+        if cancelled.is_empty() {
+            tx.rollback().await?;
+        } else {
+            self.commit_events(tx).await?;
+        }
         Ok(cancelled)
     }
 

@@ -37,12 +37,7 @@ struct BotResponse {
 
 impl TelegramSink {
     /// A sink posting to `{base_url}/bot{token}/sendMessage`.
-    pub fn new(
-        http: reqwest::Client,
-        base_url: &str,
-        token: &SecretString,
-        chat_id: String,
-    ) -> anyhow::Result<Self> {
+    pub fn new(http: reqwest::Client, base_url: &str, token: &SecretString, chat_id: String) -> anyhow::Result<Self> {
         let endpoint = format!("{}/bot{}/sendMessage", base_url.trim_end_matches('/'), token.expose_secret());
         // The error would echo the URL, token included: say only what is wrong.
         let endpoint = Url::parse(&endpoint).map_err(|error| anyhow::anyhow!("invalid Telegram base URL: {error}"))?;

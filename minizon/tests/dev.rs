@@ -1,0 +1,157 @@
+//! `minizon dev` as a user runs it: a child process, on free ports, talked to over gRPC.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use minizon_proto::{
+    checkout::{AddToCartRequest, ListCartRequest, PurchaseRequest, checkout_v1_client::CheckoutV1Client},
+    loms::{ListOrderRequest, OrderPayedRequest, OrderStatus, StocksRequest, loms_v1_client::LomsV1Client},
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A sku of the bundled catalog that the sample stock holds.
+const SKU: u32 = 1016;
+
+struct Dev {
+    child: Child,
+    loms: String,
+    checkout: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Dev {
+    /// Starts `minizon dev` on `data_dir` with every address on a free port, and reads the addresses it prints.
+    async fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_minizon"))
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--loms-listen", "127.0.0.1:0", "--checkout-listen", "127.0.0.1:0"])
+            .args(["--product-listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start minizon dev");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut loms, mut checkout) = (None, None);
+        let read = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut words = line.split_whitespace();
+                match (words.next(), words.next()) {
+                    (Some("LOMS"), Some(addr)) => loms = Some(format!("http://{addr}")),
+                    (Some("Checkout"), Some(addr)) => checkout = Some(format!("http://{addr}")),
+                    _ => {}
+                }
+                if line.starts_with("Ctrl-C") {
+                    break;
+                }
+            }
+        };
+        let printed = tokio::time::timeout(Duration::from_secs(60), read).await;
+        let logs = stderr.lock().unwrap().join("\n");
+        assert!(printed.is_ok(), "minizon dev printed no cheat sheet within 60 s; its log:\n{logs}");
+        let (Some(loms), Some(checkout)) = (loms, checkout) else {
+            panic!("the cheat sheet names no LOMS / Checkout address; its log:\n{logs}");
+        };
+        Self { child, loms, checkout, stderr }
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("minizon dev stops within 30 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "minizon dev exits cleanly: {status:?}\n{}", self.stderr.lock().unwrap().join("\n"));
+    }
+
+    async fn wait_for_log(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.stderr.lock().unwrap().iter().any(|line| line.contains(needle)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line with {needle:?} within 30 s:\n{}",
+                self.stderr.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("minizon-dev-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn the_dev_stack_serves_the_purchase_path_and_prints_its_notifications() {
+    let dir = data_dir();
+    let dev = Dev::start(&dir).await;
+    let mut checkout = CheckoutV1Client::connect(dev.checkout.clone()).await.unwrap();
+    let mut loms = LomsV1Client::connect(dev.loms.clone()).await.unwrap();
+
+    checkout.add_to_cart(AddToCartRequest { user: 1, sku: SKU, count: 2 }).await.unwrap();
+    let cart = checkout.list_cart(ListCartRequest { user: 1 }).await.unwrap().into_inner();
+    let order_id = checkout.purchase(PurchaseRequest { user: 1 }).await.unwrap().into_inner().order_id;
+    loms.order_payed(OrderPayedRequest { order_id }).await.unwrap();
+
+    assert_eq!(cart.items.len(), 1);
+    assert!(!cart.items[0].name.is_empty() && cart.total_price == cart.items[0].price * 2);
+    let order = loms.list_order(ListOrderRequest { order_id }).await.unwrap().into_inner();
+    assert_eq!(order.status(), OrderStatus::Payed);
+    dev.wait_for_log(&format!("Order #{order_id} is paid")).await;
+    dev.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_data_directory_keeps_orders_carts_and_stock() {
+    let dir = data_dir();
+    let dev = Dev::start(&dir).await;
+    let mut checkout = CheckoutV1Client::connect(dev.checkout.clone()).await.unwrap();
+    let mut loms = LomsV1Client::connect(dev.loms.clone()).await.unwrap();
+    checkout.add_to_cart(AddToCartRequest { user: 1, sku: SKU, count: 3 }).await.unwrap();
+    let order_id = checkout.purchase(PurchaseRequest { user: 1 }).await.unwrap().into_inner().order_id;
+    checkout.add_to_cart(AddToCartRequest { user: 2, sku: SKU, count: 1 }).await.unwrap();
+    let stock_before: u64 =
+        loms.stocks(StocksRequest { sku: SKU }).await.unwrap().into_inner().stocks.iter().map(|s| s.count).sum();
+    dev.stop().await;
+
+    let dev = Dev::start(&dir).await;
+
+    let mut checkout = CheckoutV1Client::connect(dev.checkout.clone()).await.unwrap();
+    let mut loms = LomsV1Client::connect(dev.loms.clone()).await.unwrap();
+    let order = loms.list_order(ListOrderRequest { order_id }).await.unwrap().into_inner();
+    assert_eq!(order.status(), OrderStatus::AwaitingPayment);
+    let cart = checkout.list_cart(ListCartRequest { user: 2 }).await.unwrap().into_inner();
+    assert_eq!(cart.items.iter().map(|i| (i.sku, i.count)).collect::<Vec<_>>(), vec![(SKU, 1)]);
+    let stock_after: u64 =
+        loms.stocks(StocksRequest { sku: SKU }).await.unwrap().into_inner().stocks.iter().map(|s| s.count).sum();
+    assert_eq!(stock_after, stock_before, "the sample stock is not loaded twice, and the reservation stands");
+    dev.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
