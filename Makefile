@@ -3,10 +3,13 @@
 CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/minizon_test
 
-.PHONY: help build test lint fmt run-loms bench bench-smoke run-product-service run-checkout seed-stock kafka kafka-install run-notifications test-events
+.PHONY: help run build test lint fmt run-loms bench bench-smoke run-product-service run-checkout seed-stock kafka kafka-install run-notifications test-events
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+run: ## the whole system in one process: SQLite under data/, an embedded Kafka-protocol broker, sample catalog and stock
+	$(CARGO) run -p minizon -- dev
 
 build: ## build every binary
 	$(CARGO) build --workspace --bins

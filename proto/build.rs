@@ -30,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
+        // Events carry every field, defaults included (`"newStatus": "ORDER_STATUS_NEW"`), so a person reading
+        // the topic with kcat sees the whole transition; parsers accept both forms.
+        .emit_fields()
         .build(&[".loms_v1", ".minizon.events.v1"])?;
 
     for proto in PROTOS {

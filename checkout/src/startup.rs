@@ -62,6 +62,7 @@ impl Application {
         let mut server = GrpcServer::bind(config.listen)
             .await
             .with_context(|| format!("bind the gRPC server to {}", config.listen))?;
+        server.advertise(&[SERVICE_NAME]);
         server.routes().add_service(CheckoutV1Server::new(CheckoutHandler::new(checkout, config.request_timeout)));
         tracing::info!(
             loms = %config.loms_url,

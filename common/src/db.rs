@@ -122,6 +122,25 @@ pub struct SqlitePools {
     pub reader: sqlx::SqlitePool,
 }
 
+impl SqlitePools {
+    /// A write transaction: SQLite's write lock is taken at its first statement (`begin immediate`), so two writers
+    /// never both read and then fail to upgrade.
+    pub async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.writer.begin_with("begin immediate").await
+    }
+
+    /// Whether the database answers, through the writer every change needs.
+    pub async fn ping(&self) -> bool {
+        ping(self.writer.clone()).await
+    }
+
+    /// Closes the readers, then the writer (which checkpoints the write-ahead log into the file).
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
 /// Opens (creating if missing) the SQLite database at `url` (`sqlite://path/to/file.db` or `sqlite::memory:`).
 pub async fn connect_sqlite(url: &str, readers: u32) -> Result<SqlitePools, sqlx::Error> {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

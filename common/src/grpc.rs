@@ -96,7 +96,8 @@ fn contracts(advertised: Option<&[String]>) -> prost_types::FileDescriptorSet {
     if let Some(advertised) = advertised {
         for file in &mut set.file {
             let package = file.package().to_owned();
-            file.service.retain(|service| advertised.iter().any(|name| *name == format!("{package}.{}", service.name())));
+            file.service
+                .retain(|service| advertised.iter().any(|name| *name == format!("{package}.{}", service.name())));
         }
     }
     set

@@ -55,7 +55,8 @@ mod tests {
     #[test]
     fn the_payload_uses_the_proto3_json_mapping() {
         let lines = OrderLines::new([(Sku::try_from(7u32).unwrap(), Count::try_from(2u32).unwrap())]).unwrap();
-        let transition = Transition::new(Some(OrderStatus::AwaitingPayment), OrderStatus::Payed, TransitionReason::Payment);
+        let transition =
+            Transition::new(Some(OrderStatus::AwaitingPayment), OrderStatus::Payed, TransitionReason::Payment);
         let event = order_status_changed(
             OrderId::try_from(42).unwrap(),
             UserId::try_from(9).unwrap(),

@@ -62,7 +62,8 @@ impl Application {
             shutdown.clone(),
         );
         // Dropped (stopped) if anything below fails to start.
-        let relay = config.outbox.enabled.then(|| crate::outbox::spawn(storage.outbox(), &config.outbox)).transpose()?;
+        let relay =
+            config.outbox.enabled.then(|| crate::outbox::spawn(storage.outbox(), &config.outbox)).transpose()?;
         let sweeper = UnpaidTimeoutJob::start(storage.orders(), &config.sweep_schedule, config.sweep_batch).await?;
 
         let served = server.serve(shutdown.clone()).await;

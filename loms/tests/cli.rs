@@ -33,7 +33,10 @@ async fn stock_import_sets_levels_from_a_csv_file() {
 
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let mut conn = PgConnection::connect(&url).await.unwrap();
-    let total: i64 = sqlx::query_scalar("select sum(on_hand)::bigint from stocks where sku = 1001").fetch_one(&mut conn).await.unwrap();
+    let total: i64 = sqlx::query_scalar("select sum(on_hand)::bigint from stocks where sku = 1001")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(total, 14);
 }
 

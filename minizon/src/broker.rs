@@ -54,7 +54,8 @@ impl EmbeddedBroker {
             .next()
             .and_then(|addr| addr.parse().ok())
             .with_context(|| format!("unexpected mock cluster address {broker:?}"))?;
-        let listener = TcpListener::bind(listen).await.with_context(|| format!("bind the Kafka bootstrap address {listen}"))?;
+        let listener =
+            TcpListener::bind(listen).await.with_context(|| format!("bind the Kafka bootstrap address {listen}"))?;
         let bootstrap = listener.local_addr()?;
         let forwarder = CancellationToken::new();
         tokio::spawn(forward(listener, target, forwarder.clone()));

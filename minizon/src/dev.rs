@@ -89,7 +89,10 @@ impl Running {
 
     async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
-        self.task.await.with_context(|| format!("{} panicked", self.name))?.with_context(|| format!("{} failed", self.name))
+        self.task
+            .await
+            .with_context(|| format!("{} panicked", self.name))?
+            .with_context(|| format!("{} failed", self.name))
     }
 }
 

@@ -37,6 +37,7 @@ impl Application {
         let mut server = GrpcServer::bind(config.listen)
             .await
             .with_context(|| format!("bind the gRPC server to {}", config.listen))?;
+        server.advertise(&[SERVICE_NAME]);
         server.routes().add_service(ProductServiceServer::new(handler));
         // Nothing this service depends on can go down: it is serving as soon as it listens.
         set_health(&server.health(), &[SERVICE_NAME], true).await;

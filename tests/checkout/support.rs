@@ -5,7 +5,7 @@ use minizon_proto::checkout::{
     checkout_v1_client::CheckoutV1Client,
 };
 use minizon_tests::loms::TestLoms;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Status, transport::Channel};
 
 /// The Checkout client type.
 pub(crate) type Client = CheckoutV1Client<Channel>;
@@ -35,17 +35,7 @@ pub(crate) async fn purchase(client: &mut Client, user: i64) -> Result<i64, Stat
     client.purchase(PurchaseRequest { user }).await.map(|response| response.into_inner().order_id)
 }
 
-/// Asserts that `result` failed with `code` and that its message mentions `needle`.
-#[track_caller]
-pub(crate) fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
-    let status = result.expect_err("the call should fail");
-    assert_eq!(status.code(), code, "unexpected status: {status:?}");
-    assert!(
-        status.message().to_lowercase().contains(&needle.to_lowercase()),
-        "message {:?} should mention {needle:?}",
-        status.message()
-    );
-}
+pub(crate) use minizon_tests::assert_status;
 
 /// The ids of every order LOMS holds for `user`, read from its database of either backend (no RPC lists a user's
 /// orders).

@@ -18,7 +18,8 @@ async fn stock_can_be_set_added_removed_and_listed_per_warehouse() {
 
     assert_eq!((removed.on_hand, removed.available), (12, 12));
     let levels = admin.list_stock(ListStockRequest { sku: 77 }).await.unwrap().into_inner().levels;
-    let seen: Vec<(i64, u64, u64, u64)> = levels.iter().map(|l| (l.warehouse_id, l.on_hand, l.reserved, l.available)).collect();
+    let seen: Vec<(i64, u64, u64, u64)> =
+        levels.iter().map(|l| (l.warehouse_id, l.on_hand, l.reserved, l.available)).collect();
     assert_eq!(seen, vec![(1, 4, 1, 3), (2, 12, 12, 0)]);
 }
 

@@ -3,9 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::future::join_all;
-use minizon_proto::loms::{
-    CancelOrderRequest, ListStockRequest, OrderPayedRequest, OrderStatus, StocksRequest,
-};
+use minizon_proto::loms::{CancelOrderRequest, ListStockRequest, OrderPayedRequest, OrderStatus, StocksRequest};
 use minizon_tests::{db::TestDb, loms::TestLoms};
 use tonic::Code;
 
@@ -67,7 +65,8 @@ async fn concurrent_orders_and_cancels_never_oversell_across_warehouses() {
     assert!(reserved <= on_hand, "never more reserved than on hand");
     assert_eq!(held, reserved, "the reservations of unpaid orders are exactly what is reserved");
     let mut client = loms.client().await;
-    let buyable: u64 = client.stocks(StocksRequest { sku: SKU }).await.unwrap().into_inner().stocks.iter().map(|s| s.count).sum();
+    let buyable: u64 =
+        client.stocks(StocksRequest { sku: SKU }).await.unwrap().into_inner().stocks.iter().map(|s| s.count).sum();
     assert_eq!(buyable as i64, on_hand - reserved, "Stocks reports exactly what is neither sold nor reserved");
 }
 
@@ -91,8 +90,14 @@ async fn pay_cancel_and_timeout_racing_on_one_order_have_exactly_one_winner() {
         }
 
         let (paid, cancelled) = tokio::join!(
-            { let mut c = client.clone(); async move { c.order_payed(OrderPayedRequest { order_id }).await } },
-            { let mut c = client.clone(); async move { c.cancel_order(CancelOrderRequest { order_id }).await } },
+            {
+                let mut c = client.clone();
+                async move { c.order_payed(OrderPayedRequest { order_id }).await }
+            },
+            {
+                let mut c = client.clone();
+                async move { c.cancel_order(CancelOrderRequest { order_id }).await }
+            },
         );
 
         let status = status_of(&mut client, order_id).await;

@@ -82,7 +82,15 @@ async fn an_empty_or_oversized_key_is_an_invalid_argument() {
     let loms = TestLoms::start().await;
     let mut client = loms.client().await;
 
-    assert_status(client.create_order(keyed(order(7, &[(1001, 2)]), "")).await, Code::InvalidArgument, "idempotency-key");
+    assert_status(
+        client.create_order(keyed(order(7, &[(1001, 2)]), "")).await,
+        Code::InvalidArgument,
+        "idempotency-key",
+    );
     let long = "k".repeat(201);
-    assert_status(client.create_order(keyed(order(7, &[(1001, 2)]), &long)).await, Code::InvalidArgument, "idempotency-key");
+    assert_status(
+        client.create_order(keyed(order(7, &[(1001, 2)]), &long)).await,
+        Code::InvalidArgument,
+        "idempotency-key",
+    );
 }

@@ -112,7 +112,11 @@ async fn paying_a_cancelled_order_is_a_failed_precondition() {
     let id = client.create_order(order(7, &[(1001, 1)])).await.unwrap().into_inner().order_id;
     client.cancel_order(CancelOrderRequest { order_id: id }).await.unwrap();
 
-    assert_status(client.order_payed(OrderPayedRequest { order_id: id }).await, Code::FailedPrecondition, "is cancelled");
+    assert_status(
+        client.order_payed(OrderPayedRequest { order_id: id }).await,
+        Code::FailedPrecondition,
+        "is cancelled",
+    );
 }
 
 #[tokio::test]
@@ -143,7 +147,11 @@ async fn cancelling_a_failed_order_is_a_failed_precondition() {
     let status = client.create_order(order(7, &[(1001, 1)])).await.unwrap_err();
     let id: i64 = status.metadata().get("order-id").unwrap().to_str().unwrap().parse().unwrap();
 
-    assert_status(client.cancel_order(CancelOrderRequest { order_id: id }).await, Code::FailedPrecondition, "is failed");
+    assert_status(
+        client.cancel_order(CancelOrderRequest { order_id: id }).await,
+        Code::FailedPrecondition,
+        "is failed",
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! Small helpers shared by the LOMS tests.
 
-use minizon_proto::loms::{CreateOrderRequest, Item, ListOrderRequest, OrderStatus, StocksRequest, loms_v1_client::LomsV1Client};
-use tonic::{Code, transport::Channel};
+use minizon_proto::loms::{
+    CreateOrderRequest, Item, ListOrderRequest, OrderStatus, StocksRequest, loms_v1_client::LomsV1Client,
+};
+use tonic::transport::Channel;
 
 /// A CreateOrder request.
 pub(crate) fn order(user: i64, items: &[(u32, u32)]) -> CreateOrderRequest {
@@ -18,17 +20,7 @@ pub(crate) async fn available(client: &mut LomsV1Client<Channel>, sku: u32) -> u
     client.stocks(StocksRequest { sku }).await.expect("stocks").into_inner().stocks.iter().map(|s| s.count).sum()
 }
 
-/// Asserts that `result` failed with `code` and that its message mentions `needle`.
-#[track_caller]
-pub(crate) fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
-    let status = result.expect_err("the call should fail");
-    assert_eq!(status.code(), code, "unexpected status: {status:?}");
-    assert!(
-        status.message().to_lowercase().contains(&needle.to_lowercase()),
-        "message {:?} should mention {needle:?}",
-        status.message()
-    );
-}
+pub(crate) use minizon_tests::assert_status;
 
 /// Waits (bounded) until the order's payment deadline has passed by the clock that wrote it (the database's on
 /// PostgreSQL, LOMS's own on SQLite, where deadlines are Unix milliseconds).

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use minizon_proto::loms::{ListOrderHistoryRequest, OrderPayedRequest, OrderStatus, TransitionReason};
 use loms::Config;
+use minizon_proto::loms::{ListOrderHistoryRequest, OrderPayedRequest, OrderStatus, TransitionReason};
 use minizon_tests::{db::TestDb, loms::TestLoms, poll};
 use tonic::Code;
 

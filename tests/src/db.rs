@@ -145,7 +145,8 @@ async fn ensure_database(url: &str) {
     if !exists {
         // Several test binaries may race here; "already exists" means another one won.
         if let Err(error) = conn.execute(format!("create database {name}").as_str()).await {
-            let duplicate = error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "42P04" || c == "23505");
+            let duplicate =
+                error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "42P04" || c == "23505");
             assert!(duplicate, "create the test database: {error}");
         }
     }

@@ -3,9 +3,7 @@
 use std::net::SocketAddr;
 
 use loms::{Application, Config};
-use minizon_proto::loms::{
-    SetStockRequest, loms_admin_v1_client::LomsAdminV1Client, loms_v1_client::LomsV1Client,
-};
+use minizon_proto::loms::{SetStockRequest, loms_admin_v1_client::LomsAdminV1Client, loms_v1_client::LomsV1Client};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, service::Interceptor, service::interceptor::InterceptedService, transport::Channel};

@@ -35,10 +35,10 @@ pub struct TestNotifications {
 }
 
 impl TestNotifications {
-    /// A worker on a fresh PostgreSQL schema (its only backend), consuming from `brokers`, sending to the log and
-    /// both HTTP sinks of `sinks`, with quick retries; `configure` adjusts the rest.
+    /// A worker on a fresh database of the suite's backend, consuming from `brokers`, sending to the log and both
+    /// HTTP sinks of `sinks`, with quick retries; `configure` adjusts the rest.
     pub async fn start(brokers: &str, sinks: &SinkStandIn, configure: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::for_database(TestDb::postgres().await.url, brokers);
+        let mut config = Config::for_database(TestDb::new().await.url, brokers);
         config.sinks = vec![SinkKind::Log, SinkKind::Telegram, SinkKind::Webhook];
         config.telegram_base_url = sinks.url();
         config.telegram_token = Some(TELEGRAM_TOKEN.to_owned().into());
@@ -51,7 +51,7 @@ impl TestNotifications {
     }
 
     async fn launch(config: Config) -> Self {
-        let db = TestDb { url: config.database_url.clone(), schema: schema_of(&config.database_url) };
+        let db = TestDb { url: config.database_url.clone(), schema: name_of(&config.database_url) };
         let app = Application::build(config.clone()).await.expect("notifications starts");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -71,8 +71,12 @@ impl TestNotifications {
     }
 }
 
-fn schema_of(url: &str) -> String {
-    url.rsplit("search_path%3D").next().unwrap_or_default().to_owned()
+/// The schema (PostgreSQL) or file stem (SQLite) a test database URL names.
+fn name_of(url: &str) -> String {
+    match url.split_once("search_path%3D") {
+        Some((_, schema)) => schema.to_owned(),
+        None => url.rsplit('/').next().unwrap_or_default().trim_end_matches(".db").to_owned(),
+    }
 }
 
 /// One request the stand-in answered with success.

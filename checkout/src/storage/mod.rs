@@ -46,7 +46,7 @@ impl Storage {
     pub async fn ping(&self) -> bool {
         match self {
             Self::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
-            Self::Sqlite(store) => minizon_common::db::ping(store.pools().writer.clone()).await,
+            Self::Sqlite(store) => store.pools().ping().await,
         }
     }
 
@@ -54,7 +54,7 @@ impl Storage {
     pub async fn close(&self) {
         match self {
             Self::Postgres(store) => store.pool().close().await,
-            Self::Sqlite(store) => store.close().await,
+            Self::Sqlite(store) => store.pools().close().await,
         }
     }
 }

@@ -43,15 +43,9 @@ impl SqliteCartStore {
         &self.pools
     }
 
-    /// Closes the reader connections, then the writer (checkpointing the WAL into the file).
-    pub async fn close(&self) {
-        self.pools.reader.close().await;
-        self.pools.writer.close().await;
-    }
-
     /// A write transaction: holds the database's write lock from its first statement to its end.
     async fn write(&self) -> Result<Tx, Error> {
-        Ok(self.pools.writer.begin_with("begin immediate").await?)
+        Ok(self.pools.write().await?)
     }
 }
 
@@ -386,7 +380,7 @@ mod tests {
         assert_eq!(lines(&stores[0], 1).await, vec![(7, 10)]);
         assert_eq!(stores[1].cart(user(1)).await.unwrap().version(), CartVersion(10));
         for store in &stores {
-            store.close().await;
+            store.pools().close().await;
         }
     }
 
@@ -395,12 +389,12 @@ mod tests {
         let file = TempDb::new("reopen");
         let first = SqliteCartStore::connect(&file.url(), 1).await.unwrap();
         first.add(user(1), sku(7), count(2), 10).await.unwrap();
-        first.close().await;
+        first.pools().close().await;
 
         let reopened = SqliteCartStore::connect(&file.url(), 1).await.unwrap();
 
         assert_eq!(lines(&reopened, 1).await, vec![(7, 2)]);
         assert_eq!(reopened.cart(user(1)).await.unwrap().version(), CartVersion(1));
-        reopened.close().await;
+        reopened.pools().close().await;
     }
 }

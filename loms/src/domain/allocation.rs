@@ -115,9 +115,6 @@ mod tests {
 
     #[test]
     fn an_unknown_sku_is_short_with_nothing_available() {
-        assert_eq!(
-            allocate([(sku(9), count(1))], &[]),
-            Err(Shortage { sku: sku(9), requested: 1, available: 0 })
-        );
+        assert_eq!(allocate([(sku(9), count(1))], &[]), Err(Shortage { sku: sku(9), requested: 1, available: 0 }));
     }
 }

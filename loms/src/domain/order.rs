@@ -223,9 +223,9 @@ impl OrderLines {
         merged
             .into_iter()
             .map(|(sku, total)| {
-                Count::try_from(total)
-                    .map(|count| (sku, count))
-                    .map_err(|_| InvalidInput(format!("sku {sku}: {total} units in one order exceed the limit of {}", Count::MAX)))
+                Count::try_from(total).map(|count| (sku, count)).map_err(|_| {
+                    InvalidInput(format!("sku {sku}: {total} units in one order exceed the limit of {}", Count::MAX))
+                })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
@@ -292,7 +292,9 @@ mod tests {
     #[test]
     fn only_unpaid_orders_can_be_cancelled_and_cancelling_twice_is_a_no_op() {
         for status in [OrderStatus::New, OrderStatus::AwaitingPayment] {
-            assert!(matches!(status.cancel(TransitionReason::UserCancel), Decision::Apply(t) if t.to == OrderStatus::Cancelled));
+            assert!(
+                matches!(status.cancel(TransitionReason::UserCancel), Decision::Apply(t) if t.to == OrderStatus::Cancelled)
+            );
         }
         assert_eq!(OrderStatus::Cancelled.cancel(TransitionReason::UserCancel), Decision::AlreadyDone);
         for status in [OrderStatus::Payed, OrderStatus::Failed] {

@@ -112,7 +112,10 @@ impl pb::loms_admin_v1_server::LomsAdminV1 for AdminService {
     }
 
     #[tracing::instrument(skip_all, fields(sku = request.get_ref().sku))]
-    async fn list_stock(&self, request: Request<pb::ListStockRequest>) -> Result<Response<pb::ListStockResponse>, Status> {
+    async fn list_stock(
+        &self,
+        request: Request<pb::ListStockRequest>,
+    ) -> Result<Response<pb::ListStockResponse>, Status> {
         let sku = Sku::try_from(request.get_ref().sku).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let levels = self.store.stock_levels(sku).await?.into_iter().map(level).collect();
         Ok(Response::new(pb::ListStockResponse { levels }))
@@ -125,8 +128,8 @@ pub fn distinct_levels(levels: &[pb::SetStockRequest]) -> Result<Vec<(WarehouseI
     let mut seen: HashMap<(WarehouseId, Sku), u64> = HashMap::with_capacity(levels.len());
     let mut parsed = Vec::with_capacity(levels.len());
     for (index, row) in levels.iter().enumerate() {
-        let (warehouse, sku) =
-            location(row.warehouse_id, row.sku).map_err(|s| Status::invalid_argument(format!("levels[{index}]: {}", s.message())))?;
+        let (warehouse, sku) = location(row.warehouse_id, row.sku)
+            .map_err(|s| Status::invalid_argument(format!("levels[{index}]: {}", s.message())))?;
         match seen.insert((warehouse, sku), row.on_hand) {
             Some(previous) if previous != row.on_hand => {
                 return Err(Status::invalid_argument(format!(

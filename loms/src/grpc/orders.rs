@@ -34,7 +34,8 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let user = UserId::try_from(request.get_ref().user).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let lines = convert::order_lines(&request.get_ref().items).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let lines =
+            convert::order_lines(&request.get_ref().items).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let idempotency = convert::idempotency_key(request.metadata(), user, &lines)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let outcome = self
@@ -47,7 +48,10 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
     }
 
     #[tracing::instrument(skip_all, fields(order_id = request.get_ref().order_id))]
-    async fn list_order(&self, request: Request<pb::ListOrderRequest>) -> Result<Response<pb::ListOrderResponse>, Status> {
+    async fn list_order(
+        &self,
+        request: Request<pb::ListOrderRequest>,
+    ) -> Result<Response<pb::ListOrderResponse>, Status> {
         let order = self.store.order(order_id(request.get_ref().order_id)?).await?;
         Ok(Response::new(convert::list_order_response(&order)))
     }
@@ -83,6 +87,8 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
         request: Request<pb::ListOrderHistoryRequest>,
     ) -> Result<Response<pb::ListOrderHistoryResponse>, Status> {
         let history = self.store.history(order_id(request.get_ref().order_id)?).await?;
-        Ok(Response::new(pb::ListOrderHistoryResponse { transitions: history.iter().map(convert::transition).collect() }))
+        Ok(Response::new(pb::ListOrderHistoryResponse {
+            transitions: history.iter().map(convert::transition).collect(),
+        }))
     }
 }

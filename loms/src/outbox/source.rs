@@ -94,10 +94,7 @@ impl OutboxSource {
                 Ok(Claim { rows, lock: Some(tx) })
             }
             Self::Sqlite { pools, .. } => {
-                let rows = sqlx::query_as(SQLITE_CLAIM)
-                    .bind(i64::from(batch))
-                    .fetch_all(&pools.reader)
-                    .await?;
+                let rows = sqlx::query_as(SQLITE_CLAIM).bind(i64::from(batch)).fetch_all(&pools.reader).await?;
                 Ok(Claim { rows, lock: None })
             }
         }
@@ -118,7 +115,7 @@ impl OutboxSource {
             }
             (Self::Sqlite { pools, .. }, _) if mark && !acknowledged.is_empty() => {
                 let ids = serde_json::to_string(acknowledged).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                let mut tx = pools.writer.begin_with("begin immediate").await?;
+                let mut tx = pools.write().await?;
                 sqlx::query("update outbox set sent_at = ?1 where id in (select value from json_each(?2))")
                     .bind(Utc::now().timestamp_millis())
                     .bind(ids)
@@ -168,8 +165,9 @@ impl OutboxSource {
                 .await?
                 .rows_affected(),
                 Self::Sqlite { pools, .. } => {
-                    let cutoff = Utc::now().timestamp_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-                    let mut tx = pools.writer.begin_with("begin immediate").await?;
+                    let cutoff =
+                        Utc::now().timestamp_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                    let mut tx = pools.write().await?;
                     let deleted = sqlx::query(
                         "delete from outbox where id in (
                              select id from outbox where sent_at < ?1 order by id limit ?2)",

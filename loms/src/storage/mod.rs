@@ -1,6 +1,7 @@
 //! Storage backends. Each implements the traits of [`crate::domain::storage`]; which one runs is chosen by the
 //! database URL at start (`postgres://…` or `sqlite://…`).
 
+mod outbox_signal;
 pub mod postgres;
 pub mod sqlite;
 
@@ -61,7 +62,7 @@ impl Storage {
     pub async fn ping(&self) -> bool {
         match self {
             Self::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
-            Self::Sqlite(store) => minizon_common::db::ping(store.pools().writer.clone()).await,
+            Self::Sqlite(store) => store.pools().ping().await,
         }
     }
 
@@ -69,10 +70,7 @@ impl Storage {
     pub async fn close(&self) {
         match self {
             Self::Postgres(store) => store.pool().close().await,
-            Self::Sqlite(store) => {
-                store.pools().reader.close().await;
-                store.pools().writer.close().await;
-            }
+            Self::Sqlite(store) => store.pools().close().await,
         }
     }
 }

@@ -14,11 +14,12 @@ use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 
+use super::outbox_signal::OutboxSignal;
 use crate::{
     domain::{
-        Action, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus, OrderStore,
-        Plan, RecordedTransition, Reservation, Sku, StockLevel, StockRow, StockStore, Transition, TransitionReason, UserId,
-        WarehouseId, allocate, ids::InvalidInput, plan, unpaid_timeout,
+        Action, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus,
+        OrderStore, Plan, RecordedTransition, Reservation, Sku, StockLevel, StockRow, StockStore, Transition,
+        TransitionReason, UserId, WarehouseId, allocate, ids::InvalidInput, plan, unpaid_timeout,
     },
     events,
 };
@@ -29,8 +30,8 @@ type Tx = Transaction<'static, Postgres>;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// Signalled after every commit that wrote outbox events, to wake this process's relay at once.
-    outbox_written: Arc<Notify>,
+    /// Wakes this process's relay after every commit that wrote outbox events.
+    outbox_written: OutboxSignal,
 }
 
 impl PgStore {
@@ -38,21 +39,15 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         minizon_common::db::ensure_postgres_database(url).await.context("create the LOMS database")?;
-        let pool = minizon_common::db::connect_postgres(url, max_connections).await.context("connect to the LOMS database")?;
+        let pool =
+            minizon_common::db::connect_postgres(url, max_connections).await.context("connect to the LOMS database")?;
         sqlx::migrate!("../migrations/loms/postgres").run(&pool).await.context("migrate the LOMS database")?;
-        Ok(Self { pool, outbox_written: Arc::new(Notify::new()) })
+        Ok(Self { pool, outbox_written: OutboxSignal::default() })
     }
 
     /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
     pub fn outbox_written(&self) -> Arc<Notify> {
-        self.outbox_written.clone()
-    }
-
-    /// Commits a transaction that wrote outbox events, then wakes the relay.
-    async fn commit_events(&self, tx: Tx) -> Result<(), LomsError> {
-        tx.commit().await?;
-        self.outbox_written.notify_one();
-        Ok(())
+        self.outbox_written.notify()
     }
 
     /// The pool, for the parts of LOMS that run their own queries (health, outbox relay).
@@ -117,7 +112,7 @@ impl PgStore {
                 Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() })
             }
         };
-        self.commit_events(tx).await?;
+        self.outbox_written.commit(tx).await?;
         outcome
     }
 
@@ -167,7 +162,7 @@ impl PgStore {
         let lines = order_lines(&mut tx, &[id]).await?.pop().map(|(_, lines)| lines);
         let lines = lines.ok_or_else(|| LomsError::Internal(format!("order {id} has no items").into()))?;
         record(&mut tx, &[(id, user, &lines, vec![transition])]).await?;
-        self.commit_events(tx).await?;
+        self.outbox_written.commit(tx).await?;
         reply
     }
 
@@ -209,7 +204,7 @@ impl PgStore {
             .map(|((id, user), (_, lines))| (*id, *user, lines, vec![expired.clone()]))
             .collect();
         record(&mut tx, &batch).await?;
-        self.commit_events(tx).await?;
+        self.outbox_written.commit(tx).await?;
         Ok(ids)
     }
 }
@@ -336,10 +331,7 @@ async fn order_lines(tx: &mut Tx, orders: &[OrderId]) -> Result<Vec<(OrderId, Or
 }
 
 /// Appends transitions to each order's history and their events to the outbox, in one statement.
-async fn record(
-    tx: &mut Tx,
-    batch: &[(OrderId, UserId, &OrderLines, Vec<Transition>)],
-) -> Result<(), LomsError> {
+async fn record(tx: &mut Tx, batch: &[(OrderId, UserId, &OrderLines, Vec<Transition>)]) -> Result<(), LomsError> {
     let now: DateTime<Utc> = Utc::now();
     let mut order_ids = Vec::new();
     let mut from = Vec::new();
@@ -573,7 +565,8 @@ impl StockStore for PgStore {
         .find(|row| row.get::<i64, _>("on_hand") < row.get::<i64, _>("reserved"));
         if let Some(row) = below {
             return Err(LomsError::StockBelowReserved {
-                warehouse: WarehouseId::try_from(row.get::<i64, _>("warehouse_id")).map_err(|e| LomsError::Internal(e.into()))?,
+                warehouse: WarehouseId::try_from(row.get::<i64, _>("warehouse_id"))
+                    .map_err(|e| LomsError::Internal(e.into()))?,
                 sku: Sku::try_from(row.get::<i64, _>("sku")).map_err(|e| LomsError::Internal(e.into()))?,
                 on_hand: i128::from(row.get::<i64, _>("on_hand")),
                 reserved: row.get::<i64, _>("reserved") as u64,
@@ -594,12 +587,11 @@ impl StockStore for PgStore {
     }
 
     async fn stock_levels(&self, sku: Sku) -> Result<Vec<StockLevel>, LomsError> {
-        let rows = sqlx::query(
-            "select warehouse_id, sku, on_hand, reserved from stocks where sku = $1 order by warehouse_id",
-        )
-        .bind(i64::from(sku.get()))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("select warehouse_id, sku, on_hand, reserved from stocks where sku = $1 order by warehouse_id")
+                .bind(i64::from(sku.get()))
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(stock_level).collect()
     }
 }

@@ -13,6 +13,7 @@ use minizon_common::db::SqlitePools;
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction, sqlite::SqliteRow};
 use tokio::sync::Notify;
 
+use super::outbox_signal::OutboxSignal;
 use crate::{
     domain::{
         Action, Count, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus,
@@ -28,8 +29,8 @@ type Tx = Transaction<'static, Sqlite>;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pools: SqlitePools,
-    /// Signalled after every commit that wrote outbox events, to wake the relay at once.
-    outbox_written: Arc<Notify>,
+    /// Wakes this process's relay after every commit that wrote outbox events.
+    outbox_written: OutboxSignal,
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -46,19 +47,12 @@ impl SqliteStore {
         use anyhow::Context as _;
         let pools = minizon_common::db::connect_sqlite(url, 4).await.context("open the LOMS SQLite database")?;
         sqlx::migrate!("../migrations/loms/sqlite").run(&pools.writer).await.context("migrate the LOMS database")?;
-        Ok(Self { pools, outbox_written: Arc::new(Notify::new()) })
+        Ok(Self { pools, outbox_written: OutboxSignal::default() })
     }
 
     /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
     pub fn outbox_written(&self) -> Arc<Notify> {
-        self.outbox_written.clone()
-    }
-
-    /// Commits a transaction that wrote outbox events, then wakes the relay.
-    async fn commit_events(&self, tx: Tx) -> Result<(), LomsError> {
-        tx.commit().await?;
-        self.outbox_written.notify_one();
-        Ok(())
+        self.outbox_written.notify()
     }
 
     /// The pools, for the parts of LOMS that run their own queries (health, outbox relay).
@@ -67,7 +61,7 @@ impl SqliteStore {
     }
 
     async fn write(&self) -> Result<Tx, LomsError> {
-        Ok(self.pools.writer.begin_with("begin immediate").await?)
+        Ok(self.pools.write().await?)
     }
 
     async fn try_create(&self, request: &CreateOrder) -> Result<CreateOutcome, LomsError> {
@@ -122,7 +116,7 @@ impl SqliteStore {
                 Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() })
             }
         };
-        self.commit_events(tx).await?;
+        self.outbox_written.commit(tx).await?;
         outcome
     }
 
@@ -144,7 +138,7 @@ impl SqliteStore {
         set_status(&mut tx, id, transition.to, None, now).await?;
         let lines = order_lines(&mut tx, id).await?;
         record(&mut tx, id, user, &lines, &[transition], now).await?;
-        self.commit_events(tx).await?;
+        self.outbox_written.commit(tx).await?;
         reply
     }
 
@@ -172,13 +166,17 @@ impl SqliteStore {
         if cancelled.is_empty() {
             tx.rollback().await?;
         } else {
-            self.commit_events(tx).await?;
+            self.outbox_written.commit(tx).await?;
         }
         Ok(cancelled)
     }
 
     /// The level of one (warehouse, sku) inside a write transaction, if it was ever stocked.
-    async fn level_in(tx: &mut SqliteConnection, warehouse: WarehouseId, sku: Sku) -> Result<Option<StockLevel>, LomsError> {
+    async fn level_in(
+        tx: &mut SqliteConnection,
+        warehouse: WarehouseId,
+        sku: Sku,
+    ) -> Result<Option<StockLevel>, LomsError> {
         sqlx::query("select warehouse_id, sku, on_hand, reserved from stocks where warehouse_id = ?1 and sku = ?2")
             .bind(warehouse.get())
             .bind(i64::from(sku.get()))
@@ -387,10 +385,11 @@ impl OrderStore for SqliteStore {
             .fetch_optional(&mut *conn)
             .await?;
         let (user, status) = head.ok_or(LomsError::OrderNotFound(id))?;
-        let rows: Vec<(i64, i64)> = sqlx::query_as("select sku, count from order_items where order_id = ?1 order by sku")
-            .bind(id.get())
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("select sku, count from order_items where order_id = ?1 order by sku")
+                .bind(id.get())
+                .fetch_all(&mut *conn)
+                .await?;
         Ok(Order {
             id,
             user: UserId::try_from(user).map_err(internal)?,
@@ -475,10 +474,11 @@ impl StockStore for SqliteStore {
     }
 
     async fn stock_levels(&self, sku: Sku) -> Result<Vec<StockLevel>, LomsError> {
-        let rows = sqlx::query("select warehouse_id, sku, on_hand, reserved from stocks where sku = ?1 order by warehouse_id")
-            .bind(i64::from(sku.get()))
-            .fetch_all(&self.pools.reader)
-            .await?;
+        let rows =
+            sqlx::query("select warehouse_id, sku, on_hand, reserved from stocks where sku = ?1 order by warehouse_id")
+                .bind(i64::from(sku.get()))
+                .fetch_all(&self.pools.reader)
+                .await?;
         rows.iter().map(stock_level).collect()
     }
 }

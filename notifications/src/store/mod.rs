@@ -95,7 +95,7 @@ impl ProcessedEvents {
     pub async fn ping(&self) -> bool {
         match self {
             Self::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
-            Self::Sqlite(store) => minizon_common::db::ping(store.pools().writer.clone()).await,
+            Self::Sqlite(store) => store.pools().ping().await,
         }
     }
 
@@ -103,7 +103,7 @@ impl ProcessedEvents {
     pub async fn close(&self) {
         match self {
             Self::Postgres(store) => store.pool().close().await,
-            Self::Sqlite(store) => store.close().await,
+            Self::Sqlite(store) => store.pools().close().await,
         }
     }
 }

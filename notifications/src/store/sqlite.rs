@@ -53,15 +53,9 @@ impl SqliteProcessedEvents {
         &self.pools
     }
 
-    /// Closes the reader connection, then the writer (checkpointing the write-ahead log into the file).
-    pub async fn close(&self) {
-        self.pools.reader.close().await;
-        self.pools.writer.close().await;
-    }
-
     /// A write transaction: holds the database's write lock from its first statement to its end.
     async fn write(&self) -> Result<Tx, sqlx::Error> {
-        self.pools.writer.begin_with("begin immediate").await
+        self.pools.write().await
     }
 
     /// Opens a claim on `(event_id, sink)`, or `None` when the delivery is recorded already.
@@ -336,7 +330,7 @@ mod tests {
         let event = Uuid::now_v7();
         let store = SqliteProcessedEvents::connect(&file.url()).await.unwrap();
         store.claim(event, "log", ORDER).await.unwrap().expect("first delivery").commit().await.unwrap();
-        store.close().await;
+        store.pools().close().await;
 
         let reopened = SqliteProcessedEvents::connect(&file.url()).await.unwrap();
         let redelivered = reopened.claim(event, "log", ORDER).await.unwrap();
