@@ -16,6 +16,10 @@ use crate::{
 /// gRPC service names whose health follows the database's.
 const SERVICES: &[&str] = &["loms_v1.LomsV1", "loms_v1.LomsAdminV1"];
 
+/// The health entry of the outbox relay: NOT_SERVING while it cannot publish or lags more than
+/// [`crate::outbox::HEALTHY_LAG`]. Separate from [`SERVICES`]: requests do not need Kafka.
+pub const OUTBOX_HEALTH: &str = "loms.OutboxRelay";
+
 /// A LOMS server that is bound and migrated, ready to serve.
 #[derive(Debug)]
 pub struct Application {
@@ -56,7 +60,7 @@ impl Application {
                 let probe = probe.clone();
                 async move { probe.ping().await }
             },
-            health,
+            health.clone(),
             SERVICES,
             Duration::from_secs(2),
             shutdown.clone(),
@@ -64,6 +68,9 @@ impl Application {
         // Dropped (stopped) if anything below fails to start.
         let relay =
             config.outbox.enabled.then(|| crate::outbox::spawn(storage.outbox(), &config.outbox)).transpose()?;
+        if let Some(relay) = &relay {
+            tokio::spawn(report_relay_health(relay.watch(), health.clone()));
+        }
         let sweeper = UnpaidTimeoutJob::start(storage.orders(), &config.sweep_schedule, config.sweep_batch).await?;
 
         let served = server.serve(shutdown.clone()).await;
@@ -78,5 +85,25 @@ impl Application {
         storage.close().await;
         tracing::info!("LOMS stopped");
         served.map_err(Into::into)
+    }
+}
+
+/// Mirrors the relay's status into the health service until the relay stops.
+async fn report_relay_health(
+    mut status: tokio::sync::watch::Receiver<crate::outbox::RelayStatus>,
+    health: tonic_health::server::HealthReporter,
+) {
+    use tonic_health::ServingStatus;
+    let mut reported = None;
+    loop {
+        let healthy = status.borrow_and_update().is_healthy();
+        if reported != Some(healthy) {
+            let serving = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status(OUTBOX_HEALTH, serving).await;
+            reported = Some(healthy);
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
     }
 }

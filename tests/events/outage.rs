@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use minizon_tests::{db::TestDb, kafka::EVENTS_TOPIC, poll};
 use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::support::{System, assert_one_notification_per_event, occurrences, order, outbox};
 
@@ -71,4 +72,41 @@ async fn orders_keep_changing_through_a_broker_outage_and_every_event_is_notifie
     assert_eq!(on_topic.len(), rows.len(), "no record that is not an outbox event");
     assert_one_notification_per_event(&system.sinks, &rows);
     assert!(system.notifications.is_running());
+}
+
+/// The relay's own health entry, as a readiness probe or an operator sees it.
+async fn relay_health(loms: &minizon_tests::loms::TestLoms) -> Option<ServingStatus> {
+    let channel = Channel::from_shared(loms.url()).ok()?.connect().await.ok()?;
+    let request = HealthCheckRequest { service: loms::startup::OUTBOX_HEALTH.into() };
+    Some(HealthClient::new(channel).check(request).await.ok()?.into_inner().status())
+}
+
+#[tokio::test]
+async fn the_relay_reports_not_serving_while_the_broker_is_down_and_serving_once_it_is_back() {
+    // Arrange
+    let mut broker = minizon_tests::kafka::TestBroker::start().await;
+    let loms = crate::support::start_loms(TestDb::new().await, &broker).await;
+    loms.set_stock(1, 1001, 100).await;
+    let mut client = loms.client().await;
+    client.create_order(order(1, &[(1001, 1)])).await.unwrap();
+    poll::until("the relay to report SERVING", Duration::from_secs(30), || async {
+        (relay_health(&loms).await == Some(ServingStatus::Serving)).then_some(())
+    })
+    .await;
+
+    // Act: the broker goes away while events keep coming.
+    broker.kill().await;
+    client.create_order(order(2, &[(1001, 1)])).await.expect("requests do not need Kafka");
+
+    // Assert: the relay says so, LOMS itself keeps serving, and the relay recovers with the broker.
+    poll::until("the relay to report NOT_SERVING", Duration::from_secs(60), || async {
+        (relay_health(&loms).await == Some(ServingStatus::NotServing)).then_some(())
+    })
+    .await;
+    client.create_order(order(3, &[(1001, 1)])).await.expect("LOMS keeps serving");
+    broker.restart().await;
+    poll::until("the relay to report SERVING again", Duration::from_secs(60), || async {
+        (relay_health(&loms).await == Some(ServingStatus::Serving)).then_some(())
+    })
+    .await;
 }

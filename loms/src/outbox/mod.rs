@@ -21,7 +21,7 @@ mod relay;
 mod source;
 
 pub use config::RelayConfig;
-pub use relay::{RelayHandle, RelayStatus, lag, spawn};
+pub use relay::{HEALTHY_LAG, RelayHandle, RelayStatus, lag, spawn};
 pub use source::{OutboxLag, OutboxSource};
 
 #[doc(hidden)]

@@ -34,6 +34,9 @@ const LAG_WARN_AFTER: Duration = Duration::from_secs(60);
 /// How often sent rows past the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// An outbox whose oldest unsent event is older than this is reported NOT_SERVING in health.
+pub const HEALTHY_LAG: Duration = Duration::from_secs(60);
+
 /// What the relay last knew about itself, for health and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStatus {
@@ -41,6 +44,13 @@ pub struct RelayStatus {
     pub lag: OutboxLag,
     /// The error of the last round when it failed (broker or database unreachable); `None` while publishing works.
     pub last_error: Option<String>,
+}
+
+impl RelayStatus {
+    /// Publishing works and nothing waits longer than [`HEALTHY_LAG`].
+    pub fn is_healthy(&self) -> bool {
+        self.last_error.is_none() && self.lag.oldest_unsent_age.is_none_or(|age| age <= HEALTHY_LAG)
+    }
 }
 
 /// Measures the outbox lag of a PostgreSQL database now. Works whether or not a relay runs in this process.
@@ -60,6 +70,11 @@ impl RelayHandle {
     /// The relay's last known lag and error.
     pub fn status(&self) -> RelayStatus {
         self.status.borrow().clone()
+    }
+
+    /// Follows the relay's status as it changes.
+    pub fn watch(&self) -> watch::Receiver<RelayStatus> {
+        self.status.clone()
     }
 
     /// Stops the relay after it published what is left (bounded by the flush timeout). Call it after the gRPC
