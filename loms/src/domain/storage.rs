@@ -92,8 +92,8 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug + 'static {
     /// Unpaid → `cancelled`, reservation freed. Cancelling a cancelled order changes nothing.
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError>;
 
-    /// Cancels up to `limit` orders whose payment deadline has passed, skipping orders another transaction
-    /// holds; returns the ids it cancelled.
+    /// Cancels up to `limit` orders whose payment deadline has passed (a backend may take fewer per call),
+    /// skipping orders another transaction holds; returns the ids it cancelled, none when none are due.
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError>;
 
     /// Units that can be bought now, per warehouse (warehouses with none are left out).
