@@ -4,14 +4,13 @@
 pub mod allocation;
 pub mod error;
 pub mod ids;
+pub mod lifecycle;
 pub mod order;
 pub mod storage;
 
 pub use allocation::{Reservation, Shortage, StockRow, allocate};
 pub use error::LomsError;
 pub use ids::{Count, OrderId, Sku, UserId, WarehouseId};
-pub use order::{
-    Action, Decision, Order, OrderLines, OrderStatus, Plan, RecordedTransition, Transition, TransitionReason, plan,
-    unpaid_timeout,
-};
+pub use lifecycle::{Action, Plan, plan, unpaid_timeout};
+pub use order::{Decision, Order, OrderLines, OrderStatus, RecordedTransition, Transition, TransitionReason};
 pub use storage::{CreateOrder, CreateOutcome, IdempotencyKey, OrderStore, StockLevel, StockStore};
