@@ -86,18 +86,8 @@ impl Dev {
     }
 
     async fn wait_for_log(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.stderr.lock().unwrap().iter().any(|line| line.contains(needle)) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no log line with {needle:?} within 30 s:\n{}",
-                self.stderr.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let seen = || async { self.stderr.lock().unwrap().iter().any(|line| line.contains(needle)).then_some(()) };
+        minizon_tests::poll::until(&format!("a log line with {needle:?}"), Duration::from_secs(30), seen).await;
     }
 }
 

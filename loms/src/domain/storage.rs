@@ -67,6 +67,17 @@ pub struct StockLevel {
 }
 
 impl StockLevel {
+    /// A level as a backend stores it (four integer columns); a value out of range is a bug, not a user error.
+    pub fn from_stored(warehouse_id: i64, sku: i64, on_hand: i64, reserved: i64) -> Result<Self, LomsError> {
+        let internal = |e: super::ids::InvalidInput| LomsError::Internal(e.into());
+        Ok(Self {
+            warehouse: WarehouseId::try_from(warehouse_id).map_err(internal)?,
+            sku: Sku::try_from(sku).map_err(internal)?,
+            on_hand: u64::try_from(on_hand).unwrap_or(0),
+            reserved: u64::try_from(reserved).unwrap_or(0),
+        })
+    }
+
     /// Units that can still be bought.
     pub fn available(&self) -> u64 {
         self.on_hand.saturating_sub(self.reserved)

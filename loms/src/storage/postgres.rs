@@ -387,13 +387,7 @@ fn status_of(code: i16) -> Result<OrderStatus, LomsError> {
 }
 
 fn stock_level(row: &PgRow) -> Result<StockLevel, LomsError> {
-    let internal = |e: InvalidInput| LomsError::Internal(e.into());
-    Ok(StockLevel {
-        warehouse: WarehouseId::try_from(row.get::<i64, _>("warehouse_id")).map_err(internal)?,
-        sku: Sku::try_from(row.get::<i64, _>("sku")).map_err(internal)?,
-        on_hand: u64::try_from(row.get::<i64, _>("on_hand")).unwrap_or(0),
-        reserved: u64::try_from(row.get::<i64, _>("reserved")).unwrap_or(0),
-    })
+    StockLevel::from_stored(row.get("warehouse_id"), row.get("sku"), row.get("on_hand"), row.get("reserved"))
 }
 
 #[async_trait]
