@@ -58,3 +58,24 @@ impl Storage {
         }
     }
 }
+
+/// A cart from the rows of `carts left join cart_items` (version, sku, count), as both backends read it in one
+/// statement so that lines and version come from the same snapshot. No row: the empty cart at version 0.
+fn cart_from_rows(rows: Vec<(i64, Option<i64>, Option<i64>)>) -> Result<crate::domain::Cart, crate::error::Error> {
+    use crate::{
+        domain::{Cart, CartLine, CartVersion, Count, Sku},
+        error::Error,
+    };
+    let version = CartVersion(rows.first().map_or(0, |row| row.0));
+    let lines = rows
+        .into_iter()
+        .filter_map(|(_, sku, count)| sku.zip(count))
+        .map(|(sku, count)| {
+            Ok(CartLine {
+                sku: Sku::try_from(sku).map_err(Error::internal)?,
+                count: Count::try_from(count).map_err(Error::internal)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(Cart::new(version, lines))
+}

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::{PgPool, Postgres, migrate::MigrateDatabase};
 
 use crate::{
-    domain::{AddOutcome, Cart, CartLine, CartStore, CartVersion, Count, Sku, UserId},
+    domain::{AddOutcome, Cart, CartStore, CartVersion, Count, Sku, UserId},
     error::Error,
 };
 
@@ -70,18 +70,9 @@ impl CartStore for PostgresCartStore {
         .bind(user.get())
         .fetch_all(&self.pool)
         .await?;
-        let version = CartVersion(rows.first().map_or(0, |row| row.0));
-        let lines = rows
-            .into_iter()
-            .filter_map(|(_, sku, count)| sku.zip(count))
-            .map(|(sku, count)| {
-                Ok(CartLine {
-                    sku: Sku::try_from(sku).map_err(Error::internal)?,
-                    count: Count::try_from(i64::from(count)).map_err(Error::internal)?,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Cart::new(version, lines))
+        super::cart_from_rows(
+            rows.into_iter().map(|(version, sku, count)| (version, sku, count.map(i64::from))).collect(),
+        )
     }
 
     async fn add(&self, user: UserId, sku: Sku, count: Count, limit: u32) -> Result<AddOutcome, Error> {

@@ -14,7 +14,7 @@ use minizon_common::db::SqlitePools;
 use sqlx::{Sqlite, Transaction};
 
 use crate::{
-    domain::{AddOutcome, Cart, CartLine, CartStore, CartVersion, Count, Sku, UserId},
+    domain::{AddOutcome, Cart, CartStore, CartVersion, Count, Sku, UserId},
     error::Error,
 };
 
@@ -97,18 +97,7 @@ impl CartStore for SqliteCartStore {
         .bind(user.get())
         .fetch_all(&self.pools.reader)
         .await?;
-        let version = CartVersion(rows.first().map_or(0, |row| row.0));
-        let lines = rows
-            .into_iter()
-            .filter_map(|(_, sku, count)| sku.zip(count))
-            .map(|(sku, count)| {
-                Ok(CartLine {
-                    sku: Sku::try_from(sku).map_err(Error::internal)?,
-                    count: Count::try_from(count).map_err(Error::internal)?,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Cart::new(version, lines))
+        super::cart_from_rows(rows)
     }
 
     async fn add(&self, user: UserId, sku: Sku, count: Count, limit: u32) -> Result<AddOutcome, Error> {

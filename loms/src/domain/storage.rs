@@ -5,12 +5,37 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::{
     error::LomsError,
     ids::{OrderId, Sku, UserId, WarehouseId},
-    order::{Order, OrderLines, OrderStatus, RecordedTransition},
+    order::{Order, OrderLines, OrderStatus, RecordedTransition, Transition, TransitionReason},
 };
+
+/// An order status as a backend stores it; a number no status has is a bug, not a user error.
+pub fn stored_status(code: i64) -> Result<OrderStatus, LomsError> {
+    i16::try_from(code)
+        .ok()
+        .and_then(OrderStatus::from_code)
+        .ok_or_else(|| LomsError::Internal(format!("unknown order status {code}").into()))
+}
+
+/// A history row as a backend stores it (statuses and reason as numbers).
+pub fn stored_transition(
+    from: Option<i64>,
+    to: i64,
+    reason: i64,
+    detail: String,
+    at: DateTime<Utc>,
+) -> Result<RecordedTransition, LomsError> {
+    let reason = i16::try_from(reason)
+        .ok()
+        .and_then(TransitionReason::from_code)
+        .ok_or_else(|| LomsError::Internal(format!("unknown transition reason {reason}").into()))?;
+    let from = from.map(stored_status).transpose()?;
+    Ok(RecordedTransition { transition: Transition { from, to: stored_status(to)?, reason, detail }, at })
+}
 
 /// A client's `idempotency-key` and a fingerprint of the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]

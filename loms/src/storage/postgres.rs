@@ -19,7 +19,11 @@ use crate::{
     domain::{
         Action, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus,
         OrderStore, Plan, RecordedTransition, Reservation, Sku, StockLevel, StockRow, StockStore, Transition,
-        TransitionReason, UserId, WarehouseId, allocate, ids::InvalidInput, plan, unpaid_timeout,
+        TransitionReason, UserId, WarehouseId, allocate,
+        ids::InvalidInput,
+        plan,
+        storage::{stored_status, stored_transition},
+        unpaid_timeout,
     },
     events,
 };
@@ -383,7 +387,7 @@ fn order_id_of(raw: i64) -> Result<OrderId, LomsError> {
 }
 
 fn status_of(code: i16) -> Result<OrderStatus, LomsError> {
-    OrderStatus::from_code(code).ok_or_else(|| LomsError::Internal(format!("unknown order status {code}").into()))
+    stored_status(i64::from(code))
 }
 
 fn stock_level(row: &PgRow) -> Result<StockLevel, LomsError> {
@@ -434,10 +438,7 @@ impl OrderStore for PgStore {
         }
         rows.into_iter()
             .map(|(from, to, reason, detail, at)| {
-                let from = from.map(status_of).transpose()?;
-                let reason = TransitionReason::from_code(reason)
-                    .ok_or_else(|| LomsError::Internal(format!("unknown transition reason {reason}").into()))?;
-                Ok(RecordedTransition { transition: Transition { from, to: status_of(to)?, reason, detail }, at })
+                stored_transition(from.map(i64::from), i64::from(to), i64::from(reason), detail, at)
             })
             .collect()
     }

@@ -18,7 +18,11 @@ use crate::{
     domain::{
         Action, Count, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus,
         OrderStore, Plan, RecordedTransition, Reservation, Sku, StockLevel, StockRow, StockStore, Transition,
-        TransitionReason, UserId, WarehouseId, allocate, ids::InvalidInput, plan, unpaid_timeout,
+        TransitionReason, UserId, WarehouseId, allocate,
+        ids::InvalidInput,
+        plan,
+        storage::{stored_status, stored_transition},
+        unpaid_timeout,
     },
     events,
 };
@@ -361,10 +365,7 @@ async fn record(
 }
 
 fn status_of(code: i64) -> Result<OrderStatus, LomsError> {
-    i16::try_from(code)
-        .ok()
-        .and_then(OrderStatus::from_code)
-        .ok_or_else(|| internal(format!("unknown order status {code}")))
+    stored_status(code)
 }
 
 fn stock_level(row: &SqliteRow) -> Result<StockLevel, LomsError> {
@@ -409,13 +410,8 @@ impl OrderStore for SqliteStore {
         }
         rows.into_iter()
             .map(|(from, to, reason, detail, at)| {
-                let from = from.map(status_of).transpose()?;
-                let reason = i16::try_from(reason)
-                    .ok()
-                    .and_then(TransitionReason::from_code)
-                    .ok_or_else(|| internal(format!("unknown transition reason {reason}")))?;
                 let at = DateTime::from_timestamp_millis(at).ok_or_else(|| internal("history time out of range"))?;
-                Ok(RecordedTransition { transition: Transition { from, to: status_of(to)?, reason, detail }, at })
+                stored_transition(from, to, reason, detail, at)
             })
             .collect()
     }
