@@ -21,6 +21,11 @@ pub struct Config {
     #[arg(long, env = "LOMS_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// How long a Stocks answer may be served from this process's cache. This process's own writes always show at
+    /// once; writes of other replicas (and of `loms stock import`) show within this time. 0 turns the cache off.
+    #[arg(long, env = "LOMS_STOCKS_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub stock_cache_ttl: Duration,
+
     /// How long a reserved order may stay unpaid before LOMS cancels it.
     #[arg(long, env = "LOMS_PAYMENT_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub payment_timeout: Duration,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use loms::{Application, Config, domain::StockStore, grpc::admin::distinct_levels, storage::PgStore};
+use loms::{Application, Config, domain::StockStore, grpc::admin::distinct_levels, storage::{PgStore, StockCache}};
 
 #[derive(Debug, Parser)]
 #[command(name = "loms", version, about = "LOMS: orders, stock and reservations over gRPC")]
@@ -57,7 +57,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn import(file: &std::path::Path, database_url: &str) -> anyhow::Result<()> {
     let rows = loms::stock_file::read(file)?;
     let levels = distinct_levels(&rows).map_err(|status| anyhow::anyhow!("{}", status.message()))?;
-    let store = PgStore::connect(database_url, 2).await?;
+    // A one-off process: nothing to cache. Running servers show the new levels within their Stocks cache TTL.
+    let store = PgStore::connect(database_url, 2, StockCache::default()).await?;
     let imported = store.import_stock(&levels).await.context("import stock")?;
     tracing::info!(imported, file = %file.display(), "stock imported");
     Ok(())

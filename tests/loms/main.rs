@@ -5,5 +5,6 @@ mod concurrency;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod stocks;
 mod support;
 mod timeout;

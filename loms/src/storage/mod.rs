@@ -1,15 +1,17 @@
 //! Storage backends. Each implements the traits of [`crate::domain::storage`]; which one runs is chosen by the
 //! database URL at start (`postgres://…` or `sqlite://…`).
 
-mod outbox_signal;
+mod after_commit;
 pub mod postgres;
 pub mod sqlite;
+pub mod stock_cache;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use minizon_common::db::Backend;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use stock_cache::StockCache;
 
 use crate::domain::{OrderStore, StockStore};
 
@@ -21,11 +23,13 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// Opens (creating and migrating) the database `url` names.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    /// Opens (creating and migrating) the database `url` names; Stocks answers are cached up to `stock_cache_ttl`
+    /// (zero: not cached).
+    pub async fn connect(url: &str, max_connections: u32, stock_cache_ttl: Duration) -> anyhow::Result<Self> {
+        let cache = StockCache::new(stock_cache_ttl);
         Ok(match Backend::of(url).map_err(anyhow::Error::msg)? {
-            Backend::Postgres => Self::Postgres(Arc::new(PgStore::connect(url, max_connections).await?)),
-            Backend::Sqlite => Self::Sqlite(Arc::new(SqliteStore::connect(url).await?)),
+            Backend::Postgres => Self::Postgres(Arc::new(PgStore::connect(url, max_connections, cache).await?)),
+            Backend::Sqlite => Self::Sqlite(Arc::new(SqliteStore::connect(url, cache).await?)),
         })
     }
 
@@ -37,12 +41,13 @@ impl Storage {
         }
     }
 
-    /// Stock administration.
+    /// Stock administration (which keeps this process's Stocks cache exact).
     pub fn stocks(&self) -> Arc<dyn StockStore> {
-        match self {
-            Self::Postgres(store) => store.clone(),
-            Self::Sqlite(store) => store.clone(),
-        }
+        let (store, cache): (Arc<dyn StockStore>, _) = match self {
+            Self::Postgres(store) => (store.clone(), store.stock_cache().clone()),
+            Self::Sqlite(store) => (store.clone(), store.stock_cache().clone()),
+        };
+        Arc::new(stock_cache::ForgetChangedStock { store, cache })
     }
 
     /// The outbox, for the relay.

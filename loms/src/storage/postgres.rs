@@ -1,9 +1,14 @@
 //! LOMS on PostgreSQL.
 //!
-//! Concurrency design: every transaction locks rows in one global order — the order row first, then stock rows
-//! by `(sku, warehouse_id)` — so concurrent orders, payments, cancellations and the sweep cannot deadlock. The
+//! Concurrency design: every transaction locks rows in one global order — an existing order's row first, then
+//! stock rows by `(sku, warehouse_id)` — so concurrent orders, payments, cancellations and the sweep cannot
+//! deadlock. A new order locks only stock rows: its own row is invisible to everyone else until it commits (a
+//! call with the same idempotency key waits on the unique index, after it has taken all of its own locks). The
 //! stock check constraint (`reserved <= on_hand`) is the last line of defence against oversell; the allocation
 //! reads free units under those row locks, so it never trips in practice.
+//!
+//! Round trips are the cost that matters (docs/benchmarks.md): CreateOrder is 4 (BEGIN, lock, one statement that
+//! writes everything, COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step).
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,7 +19,7 @@ use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
 
-use super::outbox_signal::OutboxSignal;
+use super::{after_commit::AfterCommit, stock_cache::StockCache};
 use crate::{
     domain::{
         Action, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus,
@@ -30,28 +35,52 @@ use crate::{
 
 type Tx = Transaction<'static, Postgres>;
 
+/// The common table expressions that append transitions to the history and their events to the outbox, from the
+/// arrays [`EventRows::bind`] binds as `$1`–`$8`. Every order write ends with them, in its one last statement.
+macro_rules! record_ctes {
+    () => {
+        "history as (
+             insert into order_status_history (order_id, from_status, to_status, reason, detail, at)
+             select order_id, from_status, to_status, reason, detail, $8
+             from unnest($1::bigint[], $2::smallint[], $3::smallint[], $4::smallint[], $5::text[])
+                  with ordinality as t(order_id, from_status, to_status, reason, detail, n)
+             order by n
+         ), events as (
+             insert into outbox (event_id, order_id, payload, created_at)
+             select event_id, order_id, payload, $8
+             from unnest($6::uuid[], $1::bigint[], $7::text[]) with ordinality as e(event_id, order_id, payload, n)
+             order by n
+         )"
+    };
+}
+
 /// LOMS storage on a PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// Wakes this process's relay after every commit that wrote outbox events.
-    outbox_written: OutboxSignal,
+    /// Wakes this process's relay and drops changed skus from the Stocks cache.
+    after_commit: AfterCommit,
 }
 
 impl PgStore {
     /// Creates the database if it does not exist, connects, and applies migrations.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, max_connections: u32, stock_cache: StockCache) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         minizon_common::db::ensure_postgres_database(url).await.context("create the LOMS database")?;
         let pool =
             minizon_common::db::connect_postgres(url, max_connections).await.context("connect to the LOMS database")?;
         sqlx::migrate!("../migrations/loms/postgres").run(&pool).await.context("migrate the LOMS database")?;
-        Ok(Self { pool, outbox_written: OutboxSignal::default() })
+        Ok(Self { pool, after_commit: AfterCommit::new(stock_cache) })
     }
 
     /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
     pub fn outbox_written(&self) -> Arc<Notify> {
-        self.outbox_written.notify()
+        self.after_commit.outbox_written()
+    }
+
+    /// The Stocks cache this store keeps exact for its own writes.
+    pub fn stock_cache(&self) -> &StockCache {
+        &self.after_commit.stock
     }
 
     /// The pool, for the parts of LOMS that run their own queries (health, outbox relay).
@@ -73,50 +102,39 @@ impl PgStore {
 
     async fn try_create(&self, request: &CreateOrder) -> Result<CreateOutcome, LomsError> {
         let mut tx = self.pool.begin().await?;
-        let (key, hash) = match &request.idempotency {
-            Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
-            None => (None, None),
-        };
-        // Inserting first makes a concurrent call with the same key wait on the unique index until this
-        // transaction ends; it then finds no row returned and replays the winner's result.
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "insert into orders (user_id, status, idempotency_key, request_hash) values ($1, 0, $2, $3)
-             on conflict (user_id, idempotency_key) do nothing
-             returning id",
-        )
-        .bind(request.user.get())
-        .bind(key)
-        .bind(hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(order_id) = inserted else {
-            tx.rollback().await?;
-            let idempotency = request.idempotency.as_ref().expect("only a keyed insert can conflict");
-            return self.replay(request.user, idempotency).await;
-        };
-        let order_id = OrderId::try_from(order_id).map_err(|e| LomsError::Internal(e.into()))?;
-
         let skus: Vec<i64> = request.lines.iter().map(|(sku, _)| i64::from(sku.get())).collect();
-        let stock = lock_stock(&mut tx, &skus).await?;
+        let (order_id, stock) = lock_stock_for_new_order(&mut tx, &skus).await?;
         let created = Transition::new(None, OrderStatus::New, TransitionReason::Created);
-        let outcome = match allocate(request.lines.iter(), &stock) {
+        let (placed, outcome) = match allocate(request.lines.iter(), &stock) {
             Ok(reservations) => {
-                place(&mut tx, order_id, &request.lines, &reservations, Some(request.payment_timeout)).await?;
                 let reserved =
                     Transition::new(Some(OrderStatus::New), OrderStatus::AwaitingPayment, TransitionReason::Reserved);
-                record(&mut tx, &[(order_id, request.user, &request.lines, vec![created, reserved])]).await?;
-                Ok(CreateOutcome { order_id, replayed: false })
+                let placed = Placement {
+                    reservations,
+                    payment_timeout: Some(request.payment_timeout),
+                    transitions: vec![created, reserved],
+                };
+                (placed, Ok(CreateOutcome { order_id, replayed: false }))
             }
             Err(shortage) => {
-                place(&mut tx, order_id, &request.lines, &[], None).await?;
                 let failed =
                     Transition::new(Some(OrderStatus::New), OrderStatus::Failed, TransitionReason::InsufficientStock)
                         .with_detail(shortage.to_string());
-                record(&mut tx, &[(order_id, request.user, &request.lines, vec![created, failed])]).await?;
-                Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() })
+                let placed = Placement { reservations: Vec::new(), payment_timeout: None, transitions: vec![created, failed] };
+                (placed, Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() }))
             }
         };
-        self.outbox_written.commit(tx).await?;
+        match place(&mut tx, order_id, request, placed).await {
+            // A concurrent call with the same key waited on the unique index until the first one ended: its
+            // statement wrote nothing, and the first call's result is the answer.
+            Err(error) if conflicts_on_idempotency_key(&error) => {
+                tx.rollback().await?;
+                let idempotency = request.idempotency.as_ref().expect("only a keyed insert can conflict");
+                return self.replay(request.user, idempotency).await;
+            }
+            placed => placed?,
+        }
+        self.after_commit.commit(tx, request.lines.iter().map(|(sku, _)| sku)).await?;
         outcome
     }
 
@@ -144,7 +162,10 @@ impl PgStore {
     async fn try_transition(&self, id: OrderId, action: Action) -> Result<(), LomsError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "select user_id, status, payment_deadline <= now() as overdue from orders where id = $1 for update",
+            "select o.user_id, o.status, o.payment_deadline <= now() as overdue,
+                    array(select sku from order_items i where i.order_id = o.id order by sku) as skus,
+                    array(select count from order_items i where i.order_id = o.id order by sku) as counts
+             from orders o where o.id = $1 for update",
         )
         .bind(id.get())
         .fetch_optional(&mut *tx)
@@ -153,32 +174,33 @@ impl PgStore {
         let status = status_of(row.get("status"))?;
         let user = UserId::try_from(row.get::<i64, _>("user_id")).map_err(|e| LomsError::Internal(e.into()))?;
         let overdue = row.get::<Option<bool>, _>("overdue").unwrap_or(false);
+        let lines = lines_of(row.get("skus"), row.get("counts"))?;
 
         let Some(Plan { transition, reply }) = plan(id, status, action, overdue)? else {
             return Ok(());
         };
-        release(&mut tx, &[id], transition.to == OrderStatus::Payed).await?;
-        sqlx::query("update orders set status = $2, payment_deadline = null, updated_at = now() where id = $1")
-            .bind(id.get())
-            .bind(transition.to.code())
-            .execute(&mut *tx)
-            .await?;
-        let lines = order_lines(&mut tx, &[id]).await?.pop().map(|(_, lines)| lines);
-        let lines = lines.ok_or_else(|| LomsError::Internal(format!("order {id} has no items").into()))?;
-        record(&mut tx, &[(id, user, &lines, vec![transition])]).await?;
-        self.outbox_written.commit(tx).await?;
+        let to = transition.to;
+        settle(&mut tx, &[id], to, to == OrderStatus::Payed, &[(id, user, &lines, vec![transition])]).await?;
+        self.after_commit.commit(tx, lines.iter().map(|(sku, _)| sku)).await?;
         reply
     }
 
     async fn try_cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: an order another replica's sweep, a payment or a cancel holds is left to that transaction.
-        let due: Vec<(i64, i64)> = sqlx::query_as(
-            "select id, user_id from orders
-             where status = 1 and payment_deadline <= now()
-             order by payment_deadline
-             limit $1
-             for update skip locked",
+        // The items are read outside the locking query, so they are read only for the orders it claimed.
+        let due: Vec<(i64, i64, Vec<i64>, Vec<i32>)> = sqlx::query_as(
+            "with due as (
+                 select id, user_id from orders
+                 where status = 1 and payment_deadline <= now()
+                 order by payment_deadline
+                 limit $1
+                 for update skip locked
+             )
+             select d.id, d.user_id,
+                    array(select sku from order_items i where i.order_id = d.id order by sku),
+                    array(select count from order_items i where i.order_id = d.id order by sku)
+             from due d",
         )
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -187,44 +209,45 @@ impl PgStore {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let mut ids = Vec::with_capacity(due.len());
-        let mut users = Vec::with_capacity(due.len());
-        for (id, user) in due {
-            ids.push(order_id_of(id)?);
-            users.push(UserId::try_from(user).map_err(|e| LomsError::Internal(e.into()))?);
-        }
-        release(&mut tx, &ids, false).await?;
-        let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        sqlx::query("update orders set status = 4, payment_deadline = null, updated_at = now() where id = any($1)")
-            .bind(&raw)
-            .execute(&mut *tx)
-            .await?;
-        let lines = order_lines(&mut tx, &ids).await?;
         let expired = unpaid_timeout();
-        let batch: Vec<_> = ids
-            .iter()
-            .zip(&users)
-            .zip(&lines)
-            .map(|((id, user), (_, lines))| (*id, *user, lines, vec![expired.clone()]))
-            .collect();
-        record(&mut tx, &batch).await?;
-        self.outbox_written.commit(tx).await?;
+        let mut orders = Vec::with_capacity(due.len());
+        for (id, user, skus, counts) in due {
+            let user = UserId::try_from(user).map_err(|e| LomsError::Internal(e.into()))?;
+            orders.push((order_id_of(id)?, user, lines_of(skus, counts)?));
+        }
+        let ids: Vec<OrderId> = orders.iter().map(|(id, _, _)| *id).collect();
+        let batch: Vec<_> = orders.iter().map(|(id, user, lines)| (*id, *user, lines, vec![expired.clone()])).collect();
+        settle(&mut tx, &ids, OrderStatus::Cancelled, false, &batch).await?;
+        let skus = orders.iter().flat_map(|(_, _, lines)| lines.iter().map(|(sku, _)| sku));
+        self.after_commit.commit(tx, skus).await?;
         Ok(ids)
     }
 }
 
-/// Locks the stock rows of `skus` in the global lock order and returns their free units.
-async fn lock_stock(tx: &mut Tx, skus: &[i64]) -> Result<Vec<StockRow>, LomsError> {
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "select sku, warehouse_id, on_hand - reserved from stocks
-         where sku = any($1)
-         order by sku, warehouse_id
-         for update",
+/// Takes the id of a new order from its sequence and locks the stock rows of `skus` in the global lock order,
+/// returning their free units: one round trip. The new order row needs no lock (nobody else can see it yet).
+async fn lock_stock_for_new_order(tx: &mut Tx, skus: &[i64]) -> Result<(OrderId, Vec<StockRow>), LomsError> {
+    // The order id, then one stock row (sku, warehouse, free units) per row; none when no sku is stocked at all.
+    type LockedRow = (i64, Option<i64>, Option<i64>, Option<i64>);
+    let rows: Vec<LockedRow> = sqlx::query_as(
+        "with new_order as (select nextval('orders_id_seq') as id),
+              locked as (
+                  select sku, warehouse_id, on_hand - reserved as available from stocks
+                  where sku = any($1)
+                  order by sku, warehouse_id
+                  for update
+              )
+         select n.id, l.sku, l.warehouse_id, l.available
+         from new_order n left join locked l on true
+         order by l.sku, l.warehouse_id",
     )
     .bind(skus)
     .fetch_all(&mut **tx)
     .await?;
-    rows.into_iter()
+    let order_id = order_id_of(rows.first().map_or(0, |(id, ..)| *id))?;
+    let stock = rows
+        .into_iter()
+        .filter_map(|(_, sku, warehouse, available)| Some((sku?, warehouse?, available?)))
         .map(|(sku, warehouse, available)| {
             Ok(StockRow {
                 sku: Sku::try_from(sku).map_err(|e| LomsError::Internal(e.into()))?,
@@ -232,58 +255,83 @@ async fn lock_stock(tx: &mut Tx, skus: &[i64]) -> Result<Vec<StockRow>, LomsErro
                 available: u64::try_from(available).unwrap_or(0),
             })
         })
-        .collect()
+        .collect::<Result<_, LomsError>>()?;
+    Ok((order_id, stock))
 }
 
-/// Stores a new order's items and, in the same statement, either its reservations (units move from free to
-/// reserved in rows already locked by [`lock_stock`]; the order awaits payment until `payment_timeout` from now) or,
-/// with no reservations and no timeout, its failure. One statement keeps CreateOrder at six round trips.
-async fn place(
-    tx: &mut Tx,
-    order_id: OrderId,
-    lines: &OrderLines,
-    reservations: &[Reservation],
+/// How a new order ends its CreateOrder: reserved (and awaiting payment until `payment_timeout` from now), or failed
+/// (no reservations, no timeout); and the transitions that got it there.
+struct Placement {
+    reservations: Vec<Reservation>,
     payment_timeout: Option<Duration>,
-) -> Result<(), LomsError> {
+    transitions: Vec<Transition>,
+}
+
+/// Writes a new order in one statement: the order row with its final status, its items, its reservations (units
+/// move from free to reserved in rows already locked by [`lock_stock_for_new_order`]), its history and its events.
+/// A second order with the same (user, idempotency key) makes the whole statement fail and write nothing.
+async fn place(tx: &mut Tx, order_id: OrderId, request: &CreateOrder, placed: Placement) -> Result<(), sqlx::Error> {
+    let Placement { reservations, payment_timeout, transitions } = placed;
+    let status = transitions.last().map_or(OrderStatus::New, |transition| transition.to);
+    let lines = &request.lines;
     let item_skus: Vec<i64> = lines.iter().map(|(sku, _)| i64::from(sku.get())).collect();
     let item_counts: Vec<i32> = lines.iter().map(|(_, count)| count.get() as i32).collect();
     let skus: Vec<i64> = reservations.iter().map(|r| i64::from(r.sku.get())).collect();
     let warehouses: Vec<i64> = reservations.iter().map(|r| r.warehouse.get()).collect();
     let counts: Vec<i64> = reservations.iter().map(|r| r.count as i64).collect();
-    let (status, timeout) = match payment_timeout {
-        Some(timeout) => (OrderStatus::AwaitingPayment, Some(timeout.as_secs_f64())),
-        None => (OrderStatus::Failed, None),
+    let (key, hash) = match &request.idempotency {
+        Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
+        None => (None, None),
     };
-    sqlx::query(
-        "with items as (
-             insert into order_items (order_id, sku, count)
-             select $1, * from unnest($2::bigint[], $3::int[])
-         ), reserved as (
-             insert into reservations (order_id, sku, warehouse_id, count)
-             select $1, * from unnest($4::bigint[], $5::bigint[], $6::bigint[])
-         ), stock as (
+    let events = EventRows::of(&[(order_id, request.user, lines, transitions)]);
+    events
+        .bind(sqlx::query(concat!(
+            "with ",
+            record_ctes!(),
+            ", new_order as (
+                 insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash)
+                 values ($9, $10, $11, now() + make_interval(secs => $12), $13, $14)
+             ), items as (
+                 insert into order_items (order_id, sku, count)
+                 select $9, * from unnest($15::bigint[], $16::int[])
+             ), reserved as (
+                 insert into reservations (order_id, sku, warehouse_id, count)
+                 select $9, * from unnest($17::bigint[], $18::bigint[], $19::bigint[])
+             )
              update stocks s set reserved = s.reserved + r.count
-             from unnest($4::bigint[], $5::bigint[], $6::bigint[]) as r(sku, warehouse_id, count)
-             where s.sku = r.sku and s.warehouse_id = r.warehouse_id
-         )
-         update orders set status = $7, payment_deadline = now() + make_interval(secs => $8), updated_at = now()
-         where id = $1",
-    )
-    .bind(order_id.get())
-    .bind(&item_skus)
-    .bind(&item_counts)
-    .bind(&skus)
-    .bind(&warehouses)
-    .bind(&counts)
-    .bind(status.code())
-    .bind(timeout)
-    .execute(&mut **tx)
-    .await?;
+             from unnest($17::bigint[], $18::bigint[], $19::bigint[]) as r(sku, warehouse_id, count)
+             where s.sku = r.sku and s.warehouse_id = r.warehouse_id"
+        )))
+        .bind(order_id.get())
+        .bind(request.user.get())
+        .bind(status.code())
+        .bind(payment_timeout.map(|timeout| timeout.as_secs_f64()))
+        .bind(key)
+        .bind(hash)
+        .bind(&item_skus)
+        .bind(&item_counts)
+        .bind(&skus)
+        .bind(&warehouses)
+        .bind(&counts)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
-/// Frees what `orders` reserved; when `sold`, the units also leave the warehouse (payment).
-async fn release(tx: &mut Tx, orders: &[OrderId], sold: bool) -> Result<(), LomsError> {
+/// Whether a statement failed because another order already holds its (user, idempotency key).
+fn conflicts_on_idempotency_key(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some("orders_one_per_idempotency_key"))
+}
+
+/// Ends the reservations of `orders`, locked rows first: they move to `to` (`sold`: the reserved units leave the
+/// warehouse, as on payment; otherwise they become free again), with their history and events. Two round trips.
+async fn settle(
+    tx: &mut Tx,
+    orders: &[OrderId],
+    to: OrderStatus,
+    sold: bool,
+    batch: &[(OrderId, UserId, &OrderLines, Vec<Transition>)],
+) -> Result<(), LomsError> {
     let ids: Vec<i64> = orders.iter().map(|id| id.get()).collect();
     // Lock first, in the global order: an UPDATE … FROM join would lock rows in whatever order the plan visits.
     sqlx::query(
@@ -296,91 +344,94 @@ async fn release(tx: &mut Tx, orders: &[OrderId], sold: bool) -> Result<(), Loms
     .bind(&ids)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
-        "update stocks s
-         set reserved = s.reserved - r.count,
-             on_hand = s.on_hand - case when $2 then r.count else 0 end
-         from (select sku, warehouse_id, sum(count)::bigint as count from reservations
-               where order_id = any($1) group by sku, warehouse_id) r
-         where s.sku = r.sku and s.warehouse_id = r.warehouse_id",
-    )
-    .bind(&ids)
-    .bind(sold)
-    .execute(&mut **tx)
-    .await?;
+    EventRows::of(batch)
+        .bind(sqlx::query(concat!(
+            "with ",
+            record_ctes!(),
+            ", stock as (
+                 update stocks s
+                 set reserved = s.reserved - r.count,
+                     on_hand = s.on_hand - case when $10 then r.count else 0 end
+                 from (select sku, warehouse_id, sum(count)::bigint as count from reservations
+                       where order_id = any($9) group by sku, warehouse_id) r
+                 where s.sku = r.sku and s.warehouse_id = r.warehouse_id
+             )
+             update orders set status = $11, payment_deadline = null, updated_at = now() where id = any($9)"
+        )))
+        .bind(&ids)
+        .bind(sold)
+        .bind(to.code())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
-/// The items of each order, in the order of `orders`.
-async fn order_lines(tx: &mut Tx, orders: &[OrderId]) -> Result<Vec<(OrderId, OrderLines)>, LomsError> {
-    let ids: Vec<i64> = orders.iter().map(|id| id.get()).collect();
-    let rows: Vec<(i64, i64, i32)> =
-        sqlx::query_as("select order_id, sku, count from order_items where order_id = any($1) order by order_id, sku")
-            .bind(&ids)
-            .fetch_all(&mut **tx)
-            .await?;
-    orders
-        .iter()
-        .map(|id| {
-            let lines = rows
-                .iter()
-                .filter(|(order, _, _)| *order == id.get())
-                .map(|(_, sku, count)| Ok((Sku::try_from(*sku)?, crate::domain::Count::try_from(i64::from(*count))?)))
-                .collect::<Result<Vec<_>, InvalidInput>>()
-                .and_then(OrderLines::new)
-                .map_err(|e| LomsError::Internal(e.into()))?;
-            Ok((*id, lines))
-        })
-        .collect()
+/// An order's items from the parallel arrays a query aggregated them into.
+fn lines_of(skus: Vec<i64>, counts: Vec<i32>) -> Result<OrderLines, LomsError> {
+    skus.into_iter()
+        .zip(counts)
+        .map(|(sku, count)| Ok((Sku::try_from(sku)?, crate::domain::Count::try_from(i64::from(count))?)))
+        .collect::<Result<Vec<_>, InvalidInput>>()
+        .and_then(OrderLines::new)
+        .map_err(|e| LomsError::Internal(e.into()))
 }
 
-/// Appends transitions to each order's history and their events to the outbox, in one statement.
-async fn record(tx: &mut Tx, batch: &[(OrderId, UserId, &OrderLines, Vec<Transition>)]) -> Result<(), LomsError> {
-    let now: DateTime<Utc> = Utc::now();
-    let mut order_ids = Vec::new();
-    let mut from = Vec::new();
-    let mut to = Vec::new();
-    let mut reasons = Vec::new();
-    let mut details = Vec::new();
-    let mut event_ids = Vec::new();
-    let mut payloads = Vec::new();
-    for (order_id, user, lines, transitions) in batch {
-        for transition in transitions {
-            let event = events::order_status_changed(*order_id, *user, lines, transition, now);
-            order_ids.push(order_id.get());
-            from.push(transition.from.map(OrderStatus::code));
-            to.push(transition.to.code());
-            reasons.push(transition.reason.code());
-            details.push(transition.detail.clone());
-            event_ids.push(event.event_id);
-            payloads.push(event.payload);
+
+/// Transitions of a batch of orders as the columns of their history rows and outbox events.
+struct EventRows {
+    order_ids: Vec<i64>,
+    from: Vec<Option<i16>>,
+    to: Vec<i16>,
+    reasons: Vec<i16>,
+    details: Vec<String>,
+    event_ids: Vec<uuid::Uuid>,
+    payloads: Vec<String>,
+    at: DateTime<Utc>,
+}
+
+impl EventRows {
+    fn of<L: std::borrow::Borrow<OrderLines>>(batch: &[(OrderId, UserId, L, Vec<Transition>)]) -> Self {
+        let at = Utc::now();
+        let mut rows = Self {
+            order_ids: Vec::new(),
+            from: Vec::new(),
+            to: Vec::new(),
+            reasons: Vec::new(),
+            details: Vec::new(),
+            event_ids: Vec::new(),
+            payloads: Vec::new(),
+            at,
+        };
+        for (order_id, user, lines, transitions) in batch {
+            for transition in transitions {
+                let event = events::order_status_changed(*order_id, *user, lines.borrow(), transition, at);
+                rows.order_ids.push(order_id.get());
+                rows.from.push(transition.from.map(OrderStatus::code));
+                rows.to.push(transition.to.code());
+                rows.reasons.push(transition.reason.code());
+                rows.details.push(transition.detail.clone());
+                rows.event_ids.push(event.event_id);
+                rows.payloads.push(event.payload);
+            }
         }
+        rows
     }
-    sqlx::query(
-        "with history as (
-             insert into order_status_history (order_id, from_status, to_status, reason, detail, at)
-             select order_id, from_status, to_status, reason, detail, $8
-             from unnest($1::bigint[], $2::smallint[], $3::smallint[], $4::smallint[], $5::text[])
-                  with ordinality as t(order_id, from_status, to_status, reason, detail, n)
-             order by n
-         )
-         insert into outbox (event_id, order_id, payload, created_at)
-         select event_id, order_id, payload, $8
-         from unnest($6::uuid[], $1::bigint[], $7::text[]) with ordinality as e(event_id, order_id, payload, n)
-         order by n",
-    )
-    .bind(&order_ids)
-    .bind(&from)
-    .bind(&to)
-    .bind(&reasons)
-    .bind(&details)
-    .bind(&event_ids)
-    .bind(&payloads)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+
+    /// Binds `$1`–`$8` of [`record_ctes`]; the statement's own parameters follow from `$9`.
+    fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.order_ids)
+            .bind(self.from)
+            .bind(self.to)
+            .bind(self.reasons)
+            .bind(self.details)
+            .bind(self.event_ids)
+            .bind(self.payloads)
+            .bind(self.at)
+    }
 }
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 fn order_id_of(raw: i64) -> Result<OrderId, LomsError> {
     OrderId::try_from(raw).map_err(|e| LomsError::Internal(e.into()))
@@ -456,18 +507,7 @@ impl OrderStore for PgStore {
     }
 
     async fn available_stock(&self, sku: Sku) -> Result<Vec<(WarehouseId, u64)>, LomsError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "select warehouse_id, on_hand - reserved from stocks
-             where sku = $1 and on_hand > reserved order by warehouse_id",
-        )
-        .bind(i64::from(sku.get()))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(warehouse, available)| {
-                Ok((WarehouseId::try_from(warehouse).map_err(|e| LomsError::Internal(e.into()))?, available as u64))
-            })
-            .collect()
+        self.after_commit.stock.read_through(sku, || self.load_available_stock(sku)).await
     }
 }
 
@@ -592,6 +632,21 @@ impl StockStore for PgStore {
 }
 
 impl PgStore {
+    async fn load_available_stock(&self, sku: Sku) -> Result<Vec<(WarehouseId, u64)>, LomsError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "select warehouse_id, on_hand - reserved from stocks
+             where sku = $1 and on_hand > reserved order by warehouse_id",
+        )
+        .bind(i64::from(sku.get()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(warehouse, available)| {
+                Ok((WarehouseId::try_from(warehouse).map_err(|e| LomsError::Internal(e.into()))?, available as u64))
+            })
+            .collect()
+    }
+
     /// The level of one (warehouse, sku), if it was ever stocked.
     async fn level(&self, warehouse: WarehouseId, sku: Sku) -> Result<Option<StockLevel>, LomsError> {
         Ok(self.stock_levels(sku).await?.into_iter().find(|level| level.warehouse == warehouse))

@@ -13,7 +13,7 @@ use minizon_common::db::SqlitePools;
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction, sqlite::SqliteRow};
 use tokio::sync::Notify;
 
-use super::outbox_signal::OutboxSignal;
+use super::{after_commit::AfterCommit, stock_cache::StockCache};
 use crate::{
     domain::{
         Action, Count, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus,
@@ -37,8 +37,8 @@ const SWEEP_CHUNK: u32 = 50;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pools: SqlitePools,
-    /// Wakes this process's relay after every commit that wrote outbox events.
-    outbox_written: OutboxSignal,
+    /// Wakes this process's relay and drops changed skus from the Stocks cache.
+    after_commit: AfterCommit,
 }
 
 fn millis(at: DateTime<Utc>) -> i64 {
@@ -51,16 +51,21 @@ fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> LomsE
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, stock_cache: StockCache) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let pools = minizon_common::db::connect_sqlite(url, 4).await.context("open the LOMS SQLite database")?;
         sqlx::migrate!("../migrations/loms/sqlite").run(&pools.writer).await.context("migrate the LOMS database")?;
-        Ok(Self { pools, outbox_written: OutboxSignal::default() })
+        Ok(Self { pools, after_commit: AfterCommit::new(stock_cache) })
     }
 
     /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
     pub fn outbox_written(&self) -> Arc<Notify> {
-        self.outbox_written.notify()
+        self.after_commit.outbox_written()
+    }
+
+    /// The Stocks cache this store keeps exact for its own writes.
+    pub fn stock_cache(&self) -> &StockCache {
+        &self.after_commit.stock
     }
 
     /// The pools, for the parts of LOMS that run their own queries (health, outbox relay).
@@ -124,7 +129,7 @@ impl SqliteStore {
                 Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() })
             }
         };
-        self.outbox_written.commit(tx).await?;
+        self.after_commit.commit(tx, request.lines.iter().map(|(sku, _)| sku)).await?;
         outcome
     }
 
@@ -146,7 +151,7 @@ impl SqliteStore {
         set_status(&mut tx, id, transition.to, None, now).await?;
         let lines = order_lines(&mut tx, id).await?;
         record(&mut tx, id, user, &lines, &[transition], now).await?;
-        self.outbox_written.commit(tx).await?;
+        self.after_commit.commit(tx, lines.iter().map(|(sku, _)| sku)).await?;
         reply
     }
 
@@ -162,6 +167,7 @@ impl SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         let mut cancelled = Vec::with_capacity(due.len());
+        let mut skus = Vec::new();
         for (id, user) in due {
             let id = OrderId::try_from(id).map_err(internal)?;
             let user = UserId::try_from(user).map_err(internal)?;
@@ -169,14 +175,28 @@ impl SqliteStore {
             set_status(&mut tx, id, OrderStatus::Cancelled, None, now).await?;
             let lines = order_lines(&mut tx, id).await?;
             record(&mut tx, id, user, &lines, &[unpaid_timeout()], now).await?;
+            skus.extend(lines.iter().map(|(sku, _)| sku));
             cancelled.push(id);
         }
         if cancelled.is_empty() {
             tx.rollback().await?;
         } else {
-            self.outbox_written.commit(tx).await?;
+            self.after_commit.commit(tx, skus).await?;
         }
         Ok(cancelled)
+    }
+
+    async fn load_available_stock(&self, sku: Sku) -> Result<Vec<(WarehouseId, u64)>, LomsError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "select warehouse_id, on_hand - reserved from stocks
+             where sku = ?1 and on_hand > reserved order by warehouse_id",
+        )
+        .bind(i64::from(sku.get()))
+        .fetch_all(&self.pools.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(warehouse, available)| Ok((WarehouseId::try_from(warehouse).map_err(internal)?, available as u64)))
+            .collect()
     }
 
     /// The level of one (warehouse, sku) inside a write transaction, if it was ever stocked.
@@ -429,16 +449,7 @@ impl OrderStore for SqliteStore {
     }
 
     async fn available_stock(&self, sku: Sku) -> Result<Vec<(WarehouseId, u64)>, LomsError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "select warehouse_id, on_hand - reserved from stocks
-             where sku = ?1 and on_hand > reserved order by warehouse_id",
-        )
-        .bind(i64::from(sku.get()))
-        .fetch_all(&self.pools.reader)
-        .await?;
-        rows.into_iter()
-            .map(|(warehouse, available)| Ok((WarehouseId::try_from(warehouse).map_err(internal)?, available as u64)))
-            .collect()
+        self.after_commit.stock.read_through(sku, || self.load_available_stock(sku)).await
     }
 }
 

@@ -1,0 +1,47 @@
+//! What a store does after a commit, never before: wake this process's outbox relay (an event the relay could
+//! read before its commit would not be there yet) and drop the cached stock of the skus the write changed.
+
+use std::sync::Arc;
+
+use sqlx::{Database, Transaction};
+use tokio::sync::Notify;
+
+use super::stock_cache::StockCache;
+use crate::domain::{LomsError, Sku};
+
+/// The relay's wake-up and the Stocks cache of one process.
+#[derive(Debug, Clone)]
+pub(super) struct AfterCommit {
+    /// A signal sent while the relay is busy is kept as a permit, so none is lost.
+    outbox: Arc<Notify>,
+    pub(super) stock: StockCache,
+}
+
+impl AfterCommit {
+    pub(super) fn new(stock: StockCache) -> Self {
+        Self { outbox: Arc::default(), stock }
+    }
+
+    /// Commits a write that changed the stock of `skus` (and may have written outbox events), then drops those
+    /// skus from the cache and wakes the relay (a wake-up without events costs it one empty poll).
+    pub(super) async fn commit<DB: Database>(
+        &self,
+        tx: Transaction<'static, DB>,
+        skus: impl IntoIterator<Item = Sku>,
+    ) -> Result<(), LomsError>
+    where
+        LomsError: From<sqlx::Error>,
+    {
+        let committed = tx.commit().await;
+        // A commit whose reply was lost may still have happened: forget the skus either way.
+        self.stock.changed(skus);
+        committed?;
+        self.outbox.notify_one();
+        Ok(())
+    }
+
+    /// What the relay waits on.
+    pub(super) fn outbox_written(&self) -> Arc<Notify> {
+        self.outbox.clone()
+    }
+}
