@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use loms::{Application, Config, domain::StockStore, grpc::admin::distinct_levels, storage::{PgStore, StockCache}};
+use loms::{
+    Application, Config,
+    domain::StockStore,
+    grpc::admin::distinct_levels,
+    storage::{PgStore, StockCache},
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "loms", version, about = "LOMS: orders, stock and reservations over gRPC")]

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use minizon_proto::loms::{AddStockRequest, CancelOrderRequest, ImportStockRequest, OrderPayedRequest, SetStockRequest};
+use minizon_proto::loms::{
+    AddStockRequest, CancelOrderRequest, ImportStockRequest, OrderPayedRequest, SetStockRequest,
+};
 use minizon_tests::{db::TestDb, loms::TestLoms, poll};
 
 use crate::support::{available, order};

@@ -120,7 +120,8 @@ impl PgStore {
                 let failed =
                     Transition::new(Some(OrderStatus::New), OrderStatus::Failed, TransitionReason::InsufficientStock)
                         .with_detail(shortage.to_string());
-                let placed = Placement { reservations: Vec::new(), payment_timeout: None, transitions: vec![created, failed] };
+                let placed =
+                    Placement { reservations: Vec::new(), payment_timeout: None, transitions: vec![created, failed] };
                 (placed, Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() }))
             }
         };
@@ -375,7 +376,6 @@ fn lines_of(skus: Vec<i64>, counts: Vec<i32>) -> Result<OrderLines, LomsError> {
         .and_then(OrderLines::new)
         .map_err(|e| LomsError::Internal(e.into()))
 }
-
 
 /// Transitions of a batch of orders as the columns of their history rows and outbox events.
 struct EventRows {
