@@ -22,8 +22,9 @@ pub struct Config {
     pub db_max_connections: u32,
 
     /// How long a Stocks answer may be served from this process's cache. This process's own writes always show at
-    /// once; writes of other replicas (and of `loms stock import`) show within this time. 0 turns the cache off.
-    #[arg(long, env = "LOMS_STOCKS_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// once; writes of other replicas (and of `loms stock import`) show within this time. Stocks is advisory (the
+    /// reservation decides), so a few seconds are safe; 0 turns the cache off (docs/benchmarks.md: what each costs).
+    #[arg(long, env = "LOMS_STOCKS_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub stock_cache_ttl: Duration,
 
     /// How long a reserved order may stay unpaid before LOMS cancels it.
