@@ -2,8 +2,9 @@
 //!
 //! Concurrency design: every write runs in a `BEGIN IMMEDIATE` transaction on the single writer connection, so
 //! write transactions are serialised — the SQLite way to get what PostgreSQL's row locks give: no oversell, one
-//! winner per order, one order per idempotency key. Reads go through reader connections (WAL). SQL is row by row
-//! where PostgreSQL's is set-based: in-process statements cost no network round trips.
+//! winner per order, one order per idempotency key. Reads go through reader connections (WAL). Statements cost no
+//! network round trips here, but each still costs a hop to the connection's worker thread while the one writer is
+//! held, so an order's items and reservations are written one statement each (`json_each`), whatever their number.
 
 use std::sync::Arc;
 
@@ -100,14 +101,15 @@ impl SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let order_id = OrderId::try_from(order_id).map_err(internal)?;
-        for (sku, count) in request.lines.iter() {
-            sqlx::query("insert into order_items (order_id, sku, count) values (?1, ?2, ?3)")
-                .bind(order_id.get())
-                .bind(i64::from(sku.get()))
-                .bind(i64::from(count.get()))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let items: Vec<(u32, u32)> = request.lines.iter().map(|(sku, count)| (sku.get(), count.get())).collect();
+        sqlx::query(
+            "insert into order_items (order_id, sku, count)
+             select ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?2)",
+        )
+        .bind(order_id.get())
+        .bind(json(&items)?)
+        .execute(&mut *tx)
+        .await?;
         let stock = free_stock(&mut tx, &request.lines).await?;
         let created = Transition::new(None, OrderStatus::New, TransitionReason::Created);
         let outcome = match allocate(request.lines.iter(), &stock) {
@@ -262,7 +264,7 @@ async fn replay(
 
 /// Free units of the order's skus, per warehouse.
 async fn free_stock(tx: &mut Tx, lines: &OrderLines) -> Result<Vec<StockRow>, LomsError> {
-    let skus = serde_json::to_string(&lines.iter().map(|(sku, _)| sku.get()).collect::<Vec<_>>()).map_err(internal)?;
+    let skus = json(&lines.iter().map(|(sku, _)| sku.get()).collect::<Vec<_>>())?;
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
         "select sku, warehouse_id, on_hand - reserved from stocks
          where sku in (select value from json_each(?1)) order by sku, warehouse_id",
@@ -281,24 +283,37 @@ async fn free_stock(tx: &mut Tx, lines: &OrderLines) -> Result<Vec<StockRow>, Lo
         .collect()
 }
 
+/// Holds the reserved units: the order's reservations and the stock they take, one statement each whatever the
+/// number of lines (statements, not rows, are what the single writer pays for).
 async fn reserve(tx: &mut Tx, order_id: OrderId, reservations: &[Reservation]) -> Result<(), LomsError> {
-    for reservation in reservations {
-        let count = reservation.count as i64;
-        sqlx::query("insert into reservations (order_id, sku, warehouse_id, count) values (?1, ?2, ?3, ?4)")
-            .bind(order_id.get())
-            .bind(i64::from(reservation.sku.get()))
-            .bind(reservation.warehouse.get())
-            .bind(count)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("update stocks set reserved = reserved + ?3 where sku = ?1 and warehouse_id = ?2")
-            .bind(i64::from(reservation.sku.get()))
-            .bind(reservation.warehouse.get())
-            .bind(count)
-            .execute(&mut **tx)
-            .await?;
-    }
+    let rows: Vec<(u32, i64, u64)> = reservations.iter().map(|r| (r.sku.get(), r.warehouse.get(), r.count)).collect();
+    let rows = json(&rows)?;
+    sqlx::query(
+        "insert into reservations (order_id, sku, warehouse_id, count)
+         select ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+         from json_each(?2)",
+    )
+    .bind(order_id.get())
+    .bind(&rows)
+    .execute(&mut **tx)
+    .await?;
+    // One reservation per (sku, warehouse) of an order (the primary key), so no stock row is matched twice.
+    sqlx::query(
+        "update stocks set reserved = reserved + r.count
+         from (select json_extract(value, '$[0]') as sku, json_extract(value, '$[1]') as warehouse_id,
+                      json_extract(value, '$[2]') as count
+               from json_each(?1)) as r
+         where stocks.sku = r.sku and stocks.warehouse_id = r.warehouse_id",
+    )
+    .bind(&rows)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// Rows as a JSON array of arrays, for `json_each`.
+fn json(rows: &impl serde::Serialize) -> Result<String, LomsError> {
+    serde_json::to_string(rows).map_err(internal)
 }
 
 /// Frees what the order reserved; when `sold`, the units also leave the warehouse (payment).
