@@ -10,6 +10,7 @@
 # Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres) and pgbench. Every knob below can be set from the
 # environment, e.g. BENCH_CLIENTS=16 BENCH_DURATION=30s scripts/bench.sh full; BENCH_ARGS adds flags of
 # `minizon-bench run` (e.g. BENCH_ARGS="--cart-lines 1").
+# BENCH_LOMS runs another LOMS binary (an older build, for a same-machine before/after; see docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,7 +100,7 @@ for backend in $backends; do
   # The outbox relay is off: no Kafka broker in this set-up. Events are still written to the outbox in every
   # order transaction, so their cost is measured; publishing them is not.
   LOMS_LISTEN="$loms_addr" LOMS_DATABASE_URL="$loms_url_db" LOMS_ADMIN_TOKEN="$token" LOMS_OUTBOX_RELAY=false \
-    RUST_LOG="${BENCH_SERVICE_LOG:-info}" "$bin/loms" serve >"$out/loms-$backend.log" 2>&1 &
+    RUST_LOG="${BENCH_SERVICE_LOG:-info}" "${BENCH_LOMS:-$bin/loms}" serve >"$out/loms-$backend.log" 2>&1 &
   loms_pid=$!
   pids+=("$loms_pid")
   "$bin/minizon-bench" wait "http://$loms_addr" --timeout 60s

@@ -390,7 +390,8 @@ struct EventRows {
 }
 
 impl EventRows {
-    fn of<L: std::borrow::Borrow<OrderLines>>(batch: &[(OrderId, UserId, L, Vec<Transition>)]) -> Self {
+    /// The rows of each order's transitions, stamped with one time; the events carry the order's items.
+    fn of(batch: &[(OrderId, UserId, &OrderLines, Vec<Transition>)]) -> Self {
         let at = Utc::now();
         let mut rows = Self {
             order_ids: Vec::new(),
@@ -404,7 +405,7 @@ impl EventRows {
         };
         for (order_id, user, lines, transitions) in batch {
             for transition in transitions {
-                let event = events::order_status_changed(*order_id, *user, lines.borrow(), transition, at);
+                let event = events::order_status_changed(*order_id, *user, lines, transition, at);
                 rows.order_ids.push(order_id.get());
                 rows.from.push(transition.from.map(OrderStatus::code));
                 rows.to.push(transition.to.code());
