@@ -7,8 +7,8 @@
 //! stock check constraint (`reserved <= on_hand`) is the last line of defence against oversell; the allocation
 //! reads free units under those row locks, so it never trips in practice.
 //!
-//! Round trips are the cost that matters (docs/benchmarks.md): CreateOrder is 4 (BEGIN, lock, one statement that
-//! writes everything, COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step).
+//! Round trips (counted in docs/benchmarks.md): CreateOrder is 4 (BEGIN, lock, one statement that writes everything,
+//! COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step).
 
 use std::{sync::Arc, time::Duration};
 
