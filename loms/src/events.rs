@@ -42,6 +42,8 @@ pub fn order_status_changed(
         detail: transition.detail.clone(),
         occurred_at: Some(at.into()),
         items: lines.iter().map(|(sku, count)| pb::Item { sku: sku.get(), count: count.get() }).collect(),
+        return_requested: false,
+        previous_items: Vec::new(),
     };
     let payload = serde_json::to_string(&event).expect("a generated message always serialises to JSON");
     OutboxEvent { event_id, order_id, payload }

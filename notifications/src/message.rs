@@ -31,6 +31,10 @@ pub fn render(event: &OrderStatusChanged) -> String {
             Some(TransitionReason::UserCancel) => format!("Order #{order} was cancelled at your request."),
             _ => format!("Order #{order} was cancelled."),
         },
+        // CONTRACT PLACEHOLDER: the after-payment messages come with the lifecycle work (issue 10).
+        Some(status @ (OrderStatus::Shipped | OrderStatus::Delivered)) => {
+            format!("Order #{order} is {}.", status.as_str_name())
+        }
         // A status added to the contract after this worker was built: say what is known rather than nothing.
         None => format!("Order #{order} changed to status {}.", event.new_status),
     };

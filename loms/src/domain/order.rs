@@ -19,6 +19,8 @@ pub enum OrderStatus {
     Failed = 2,
     Payed = 3,
     Cancelled = 4,
+    Shipped = 5,
+    Delivered = 6,
 }
 
 impl OrderStatus {
@@ -35,6 +37,8 @@ impl OrderStatus {
             2 => Self::Failed,
             3 => Self::Payed,
             4 => Self::Cancelled,
+            5 => Self::Shipped,
+            6 => Self::Delivered,
             _ => return None,
         })
     }
@@ -47,6 +51,8 @@ impl OrderStatus {
             Self::Failed => "failed",
             Self::Payed => "payed",
             Self::Cancelled => "cancelled",
+            Self::Shipped => "shipped",
+            Self::Delivered => "delivered",
         }
     }
 
@@ -62,7 +68,9 @@ impl OrderStatus {
                 Decision::Apply(Transition::new(Some(self), Self::Payed, TransitionReason::Payment))
             }
             Self::Payed => Decision::AlreadyDone,
-            Self::New | Self::Failed | Self::Cancelled => Decision::Refuse { status: self, action: "paid" },
+            Self::New | Self::Failed | Self::Cancelled | Self::Shipped | Self::Delivered => {
+                Decision::Refuse { status: self, action: "paid" }
+            }
         }
     }
 
@@ -71,7 +79,9 @@ impl OrderStatus {
         match self {
             Self::New | Self::AwaitingPayment => Decision::Apply(Transition::new(Some(self), Self::Cancelled, reason)),
             Self::Cancelled => Decision::AlreadyDone,
-            Self::Payed | Self::Failed => Decision::Refuse { status: self, action: "cancelled" },
+            Self::Payed | Self::Failed | Self::Shipped | Self::Delivered => {
+                Decision::Refuse { status: self, action: "cancelled" }
+            }
         }
     }
 }
@@ -85,6 +95,11 @@ pub enum TransitionReason {
     Payment = 4,
     UserCancel = 5,
     UnpaidTimeout = 6,
+    Shipped = 7,
+    Delivered = 8,
+    Changed = 9,
+    Refund = 10,
+    ReturnReceived = 11,
 }
 
 impl TransitionReason {
@@ -102,6 +117,11 @@ impl TransitionReason {
             4 => Self::Payment,
             5 => Self::UserCancel,
             6 => Self::UnpaidTimeout,
+            7 => Self::Shipped,
+            8 => Self::Delivered,
+            9 => Self::Changed,
+            10 => Self::Refund,
+            11 => Self::ReturnReceived,
             _ => return None,
         })
     }
@@ -258,9 +278,9 @@ mod tests {
 
     #[test]
     fn status_codes_round_trip() {
-        for code in 0..=4 {
+        for code in 0..=6 {
             assert_eq!(OrderStatus::from_code(code).unwrap().code(), code);
         }
-        assert_eq!(OrderStatus::from_code(5), None);
+        assert_eq!(OrderStatus::from_code(7), None);
     }
 }

@@ -120,6 +120,14 @@ impl pb::loms_admin_v1_server::LomsAdminV1 for AdminService {
         let levels = self.store.stock_levels(sku).await?.into_iter().map(level).collect();
         Ok(Response::new(pb::ListStockResponse { levels }))
     }
+
+    // CONTRACT PLACEHOLDER: replaced by the lifecycle work (issue 10) before anything lands.
+    async fn receive_return(
+        &self,
+        _request: Request<pb::ReceiveReturnRequest>,
+    ) -> Result<Response<minizon_proto::well_known::Empty>, Status> {
+        Err(Status::unimplemented("ReceiveReturn"))
+    }
 }
 
 /// Validates every level and refuses a (warehouse, sku) pair given twice with different counts: an import is a

@@ -59,6 +59,8 @@ pub fn status(status: OrderStatus) -> pb::OrderStatus {
         OrderStatus::Failed => pb::OrderStatus::Failed,
         OrderStatus::Payed => pb::OrderStatus::Payed,
         OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+        OrderStatus::Shipped => pb::OrderStatus::Shipped,
+        OrderStatus::Delivered => pb::OrderStatus::Delivered,
     }
 }
 
@@ -70,6 +72,11 @@ fn reason(reason: TransitionReason) -> pb::TransitionReason {
         TransitionReason::Payment => pb::TransitionReason::Payment,
         TransitionReason::UserCancel => pb::TransitionReason::UserCancel,
         TransitionReason::UnpaidTimeout => pb::TransitionReason::UnpaidTimeout,
+        TransitionReason::Shipped => pb::TransitionReason::Shipped,
+        TransitionReason::Delivered => pb::TransitionReason::Delivered,
+        TransitionReason::Changed => pb::TransitionReason::Changed,
+        TransitionReason::Refund => pb::TransitionReason::Refund,
+        TransitionReason::ReturnReceived => pb::TransitionReason::ReturnReceived,
     }
 }
 

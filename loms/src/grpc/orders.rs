@@ -91,4 +91,21 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
             transitions: history.iter().map(convert::transition).collect(),
         }))
     }
+
+    // CONTRACT PLACEHOLDERS: replaced by the lifecycle work (issue 10) before anything lands.
+    async fn ship_order(&self, _request: Request<pb::ShipOrderRequest>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("ShipOrder"))
+    }
+
+    async fn deliver_order(&self, _request: Request<pb::DeliverOrderRequest>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("DeliverOrder"))
+    }
+
+    async fn refund_order(&self, _request: Request<pb::RefundOrderRequest>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("RefundOrder"))
+    }
+
+    async fn change_order(&self, _request: Request<pb::ChangeOrderRequest>) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("ChangeOrder"))
+    }
 }
