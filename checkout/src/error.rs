@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc};
 
-use crate::domain::{Count, InvalidInput, Sku, TotalPriceOverflow};
+use crate::domain::{Cart, Count, InvalidInput, OrderId, Sku, TotalPriceOverflow};
 
 /// A service Checkout depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,26 @@ pub enum Error {
     #[error("a cart holds at most {} units of one sku; sku {sku} would reach {requested}", Count::MAX)]
     CartLineFull { sku: Sku, requested: u32 },
 
+    /// A new line in a cart that already holds the most lines a cart may hold.
+    #[error(
+        "a cart holds at most {} distinct skus: buy or empty the cart, or remove a line, before adding sku {sku}",
+        Cart::MAX_LINES
+    )]
+    CartFull { sku: Sku },
+
+    /// A purchase found that this very cart was already bought, and its order paid (the earlier answer was lost);
+    /// the cart was emptied rather than bought twice.
+    #[error(
+        "this cart was already bought as order {order_id}, which is now {status}{}",
+        if *emptied { "; the cart was emptied" } else { "" }
+    )]
+    AlreadyPurchased { order_id: OrderId, status: &'static str, emptied: bool },
+
+    /// A dependency refused the request as it stands (what Checkout sent it, from the cart); retrying unchanged
+    /// cannot help.
+    #[error("{dependency} refused the request: {message}")]
+    Refused { dependency: Dependency, message: String },
+
     /// Purchase of an empty cart.
     #[error("the cart is empty: add items before purchasing")]
     EmptyCart,
@@ -82,29 +102,13 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        if minizon_common::db::is_unavailable(&error) || is_sqlite_busy(&error) {
+        // Unreachable, busy (SQLite's lock wait gave up) or overloaded: retryable, like any outage.
+        if minizon_common::db::is_unavailable(&error) || minizon_common::db::is_retryable_conflict(&error) {
             Self::Unavailable { dependency: Dependency::Database, detail: error.to_string() }
         } else {
             Self::internal(error)
         }
     }
-}
-
-/// True when SQLite gave up waiting for a lock another process held past the busy timeout (SQLITE_BUSY, or
-/// SQLITE_LOCKED, with any extended code): the database is there but busy, so the call can be retried — where
-/// PostgreSQL would have waited on a row lock instead.
-fn is_sqlite_busy(error: &sqlx::Error) -> bool {
-    const SQLITE_BUSY: i32 = 5;
-    const SQLITE_LOCKED: i32 = 6;
-    let Some(db) = error.as_database_error() else { return false };
-    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none() {
-        // PostgreSQL's SQLSTATE codes are numbers too, with other meanings.
-        return false;
-    }
-    // The code is the extended result code; its low byte is the primary one.
-    db.code()
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 #[cfg(test)]

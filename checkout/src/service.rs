@@ -5,7 +5,7 @@ use std::{num::NonZeroUsize, sync::Arc};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::{
-    clients::{Deadline, LomsClient},
+    clients::{Deadline, LomsClient, loms::OrderStanding},
     domain::{AddOutcome, CartStore, Count, LineChange, OrderId, PricedLine, UserId, total_price},
     error::Error,
     products::ProductCatalog,
@@ -54,6 +54,7 @@ impl Checkout {
                 tracing::debug!(%user, %sku, %count, "added to cart");
                 Ok(())
             }
+            AddOutcome::CartFull => Err(Error::CartFull { sku }),
             AddOutcome::Refused { current } => {
                 let requested = current.saturating_add(count.get());
                 Err(if requested > Count::MAX {
@@ -94,30 +95,58 @@ impl Checkout {
     /// cart that was bought; a cart changed meanwhile is left alone. A failed reservation keeps the cart but bumps
     /// its version, so that the next attempt (say, after a restock) is a new order rather than a replay of the
     /// failure.
+    ///
+    /// A replayed order is looked at before it is handed out, since it may have moved on after its answer was
+    /// lost: one cancelled (the unpaid timeout, say) is not a purchase, so the cart's version is bumped and the
+    /// cart is bought again as a new order; one already paid means the cart was bought, so the cart is emptied and
+    /// the purchase says so ([`Error::AlreadyPurchased`]) instead of reporting it as new.
     pub async fn purchase(&self, user: UserId, deadline: Deadline) -> Result<OrderId, Error> {
-        let cart = self.store.cart(user).await?;
-        if cart.is_empty() {
-            return Err(Error::EmptyCart);
-        }
-        let key = cart.purchase_key(user);
-        match self.loms.create_order(user, cart.lines(), &key, deadline).await {
-            Ok(order_id) => {
-                if self.store.clear_purchased(user, cart.version()).await? {
-                    tracing::info!(%user, %order_id, "cart purchased");
-                } else {
-                    tracing::warn!(%user, %order_id, "the cart changed during its purchase; it was left as it is");
-                }
-                Ok(order_id)
+        let mut cart = self.store.cart(user).await?;
+        // A second round only follows a stale replay, with a new version and so a new key: it cannot replay.
+        for _round in 0..2 {
+            if cart.is_empty() {
+                return Err(Error::EmptyCart);
             }
-            Err(Error::ReservationFailed(reason)) => {
-                // The failure is the answer; a failed bump only means the next attempt replays it until the cart
-                // changes, so it is logged rather than reported.
-                if let Err(error) = self.store.bump_version(user, cart.version()).await {
-                    tracing::warn!(%user, %error, "cannot bump the cart version after a failed reservation");
+            let key = cart.purchase_key(user);
+            let created = match self.loms.create_order(user, cart.lines(), &key, deadline).await {
+                Ok(created) => created,
+                Err(Error::ReservationFailed(reason)) => {
+                    // The failure is the answer; a failed bump only means the next attempt replays it until the
+                    // cart changes, so it is logged rather than reported.
+                    if let Err(error) = self.store.bump_version(user, cart.version()).await {
+                        tracing::warn!(%user, %error, "cannot bump the cart version after a failed reservation");
+                    }
+                    return Err(Error::ReservationFailed(reason));
                 }
-                Err(Error::ReservationFailed(reason))
+                Err(error) => return Err(error),
+            };
+            let order_id = created.order_id;
+            let standing = if created.replayed {
+                self.loms.order_standing(order_id, deadline).await?
+            } else {
+                OrderStanding::AwaitingPayment
+            };
+            match standing {
+                OrderStanding::AwaitingPayment => {
+                    if self.store.clear_purchased(user, cart.version()).await? {
+                        tracing::info!(%user, %order_id, "cart purchased");
+                    } else {
+                        tracing::warn!(%user, %order_id, "the cart changed during its purchase; it was left as it is");
+                    }
+                    return Ok(order_id);
+                }
+                OrderStanding::Bought { status } => {
+                    let emptied = self.store.clear_purchased(user, cart.version()).await?;
+                    tracing::info!(%user, %order_id, status, emptied, "the cart was already bought");
+                    return Err(Error::AlreadyPurchased { order_id, status, emptied });
+                }
+                OrderStanding::Ended => {
+                    tracing::info!(%user, %order_id, "the cart's earlier order ended unpaid: buying it as a new order");
+                    self.store.bump_version(user, cart.version()).await?;
+                    cart = self.store.cart(user).await?;
+                }
             }
-            Err(error) => Err(error),
         }
+        Err(Error::internal(std::io::Error::other("a purchase replayed an ended order twice")))
     }
 }

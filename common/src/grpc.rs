@@ -1,5 +1,6 @@
 //! The gRPC server scaffold every service uses: a bound listener (port 0 works, and the real address is known
-//! before serving), the standard health service, reflection over every miniZON contract, graceful shutdown.
+//! before serving), the standard health service, reflection over every miniZON contract, graceful shutdown, and a
+//! handler that panics answering INTERNAL (logged) rather than resetting the caller's stream.
 
 use std::{io, net::SocketAddr, time::Duration};
 
@@ -72,10 +73,23 @@ impl GrpcServer {
         let incoming = tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_internal))
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await
     }
+}
+
+/// The answer to a request whose handler panicked: INTERNAL, as a well-formed gRPC response (HTTP 200 with
+/// `grpc-status`), so the caller sees a status instead of a reset stream; the panic is logged here.
+fn panic_to_internal(panic: Box<dyn std::any::Any + Send + 'static>) -> tonic::codegen::http::Response<String> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(panic = %message, "a gRPC handler panicked: answered INTERNAL");
+    tonic::Status::internal("internal error").into_http()
 }
 
 /// Sets the health of the whole server (the empty service name) and of each named service.

@@ -194,3 +194,67 @@ async fn carts_survive_a_restart_of_checkout_on_the_same_database() {
     // Two changes, two versions: the store counts what the purchase key is derived from, on either backend.
     assert_eq!(restarted.db.scalar(&format!("select version from carts where user_id = {USER}")).await, 2);
 }
+
+#[tokio::test]
+async fn a_cart_holds_at_most_the_line_limit_and_a_full_cart_can_still_be_listed_and_bought() {
+    use minizon_proto::loms::{ImportStockRequest, SetStockRequest};
+    const LIMIT: u32 = checkout::domain::Cart::MAX_LINES as u32;
+    let shop = TestShop::start_with(numbered_catalog(1, LIMIT + 1), |config| {
+        config.product_rate_limit = 100_000.try_into().unwrap();
+    })
+    .await;
+    let levels = (1..=LIMIT + 1).map(|sku| SetStockRequest { warehouse_id: 1, sku, on_hand: 10 }).collect();
+    shop.loms.admin().await.import_stock(ImportStockRequest { levels }).await.unwrap();
+    let mut client = shop.checkout.client().await;
+    for sku in 1..=LIMIT {
+        add(&mut client, USER, sku, 1).await.unwrap();
+    }
+
+    // The line after the limit is refused with the limit in the message; the cart is unchanged.
+    assert_status(add(&mut client, USER, LIMIT + 1, 1).await, Code::FailedPrecondition, "at most 100 distinct skus");
+    assert_eq!(lines(&mut client, USER).await.len(), LIMIT as usize);
+    // More units of a line already there are still fine, and a freed line can be taken.
+    add(&mut client, USER, 1, 1).await.expect("an existing line grows in a full cart");
+    delete(&mut client, USER, 2, 1).await.unwrap();
+    add(&mut client, USER, LIMIT + 1, 1).await.expect("a freed line can be taken");
+
+    // LOMS accepts what a full cart holds: the limits agree.
+    let order_id = crate::support::purchase(&mut client, USER).await.expect("a full cart can be bought");
+    assert!(order_id > 0);
+    assert!(lines(&mut client, USER).await.is_empty());
+}
+
+#[tokio::test]
+async fn racing_additions_of_new_skus_never_grow_a_cart_past_the_line_limit() {
+    use minizon_proto::loms::{ImportStockRequest, SetStockRequest};
+    const LIMIT: u32 = checkout::domain::Cart::MAX_LINES as u32;
+    const RACERS: u32 = 20;
+    let shop = TestShop::start_with(numbered_catalog(1, LIMIT + RACERS), |config| {
+        config.product_rate_limit = 100_000.try_into().unwrap();
+    })
+    .await;
+    let levels = (1..=LIMIT + RACERS).map(|sku| SetStockRequest { warehouse_id: 1, sku, on_hand: 10 }).collect();
+    shop.loms.admin().await.import_stock(ImportStockRequest { levels }).await.unwrap();
+    let mut client = shop.checkout.client().await;
+    for sku in 1..LIMIT - 2 {
+        add(&mut client, USER, sku, 1).await.unwrap();
+    }
+
+    // Three lines are left; twenty new skus race for them.
+    let racers: Vec<_> = (LIMIT - 2..LIMIT - 2 + RACERS)
+        .map(|sku| {
+            let mut client = client.clone();
+            tokio::spawn(async move { add(&mut client, USER, sku, 1).await })
+        })
+        .collect();
+    let mut added = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(()) => added += 1,
+            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
+        }
+    }
+
+    assert_eq!(added, 3, "exactly the free lines were taken");
+    assert_eq!(lines(&mut client, USER).await.len(), LIMIT as usize);
+}

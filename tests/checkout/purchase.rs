@@ -172,3 +172,76 @@ async fn concurrent_purchases_of_one_cart_create_one_order() {
     let kettles = loms.stocks(StocksRequest { sku: KETTLE }).await.unwrap().into_inner();
     assert_eq!(kettles.stocks.iter().map(|s| s.count).sum::<u64>(), 97);
 }
+
+/// LOMS, a gate in front of it, ProductService and Checkout; `USER`'s cart holds two kettles, and its first
+/// purchase created an order whose answer was lost. Returns the servers and that order's id.
+async fn a_purchase_whose_answer_was_lost(
+    configure_loms: impl FnOnce(&mut loms::Config),
+) -> (TestLoms, ResponseGate, TestProductService, TestCheckout, i64) {
+    let loms = TestLoms::start_with(minizon_tests::db::TestDb::new().await, configure_loms).await;
+    let gate = ResponseGate::start(loms.addr).await;
+    let products = TestProductService::start(test_catalog()).await;
+    let checkout = TestCheckout::start_with(checkout_db().await, gate.url(), products.url(), |_| {}).await;
+    loms.set_stock(1, KETTLE, 10).await;
+    let mut client = checkout.client().await;
+    add(&mut client, USER, KETTLE, 2).await.unwrap();
+    gate.hold_answers();
+    let mut lost = tonic::Request::new(PurchaseRequest { user: USER });
+    lost.set_timeout(Duration::from_secs(3));
+    let first_try = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.purchase(lost).await }
+    });
+    let created = poll::until("LOMS to commit the order", Duration::from_secs(10), || async {
+        orders_of(&loms, USER).await.first().copied()
+    })
+    .await;
+    assert!(first_try.await.unwrap().is_err(), "the first try should have lost its answer");
+    gate.release();
+    (loms, gate, products, checkout, created)
+}
+
+#[tokio::test]
+async fn a_retried_purchase_whose_order_timed_out_meanwhile_buys_the_cart_as_a_new_order() {
+    let (loms, _gate, _products, checkout, timed_out) = a_purchase_whose_answer_was_lost(|_| {}).await;
+    // Its payment deadline passes (moved into the past rather than waited for): the unpaid timeout cancels it.
+    let past = loms.db.now_sql(-1_000);
+    loms.db.execute(&format!("update orders set payment_deadline = {past} where id = {timed_out}")).await;
+    let mut loms_client = loms.client().await;
+    poll::until("the unpaid timeout to cancel the order", Duration::from_secs(15), || {
+        let mut loms_client = loms_client.clone();
+        async move {
+            let order = loms_client.list_order(ListOrderRequest { order_id: timed_out }).await.ok()?.into_inner();
+            (order.status() == OrderStatus::Cancelled).then_some(())
+        }
+    })
+    .await;
+    let mut client = checkout.client().await;
+
+    let order_id = purchase(&mut client, USER).await.expect("the retried purchase buys the cart");
+
+    assert_ne!(order_id, timed_out, "the cancelled order is not handed out as a purchase");
+    assert_eq!(orders_of(&loms, USER).await, vec![timed_out, order_id]);
+    let order = loms_client.list_order(ListOrderRequest { order_id }).await.unwrap().into_inner();
+    assert_eq!(order.status(), OrderStatus::AwaitingPayment);
+    assert_eq!(order.items, vec![Item { sku: KETTLE, count: 2 }]);
+    assert!(lines(&mut client, USER).await.is_empty(), "the cart was bought");
+    let kettles = loms_client.stocks(StocksRequest { sku: KETTLE }).await.unwrap().into_inner();
+    assert_eq!(kettles.stocks.iter().map(|s| s.count).sum::<u64>(), 8, "only the new order holds kettles");
+}
+
+#[tokio::test]
+async fn a_retried_purchase_whose_order_was_paid_meanwhile_says_so_and_empties_the_cart() {
+    use minizon_proto::loms::OrderPayedRequest;
+    let (loms, _gate, _products, checkout, paid) = a_purchase_whose_answer_was_lost(|_| {}).await;
+    let mut loms_client = loms.client().await;
+    loms_client.order_payed(OrderPayedRequest { order_id: paid }).await.unwrap();
+    let mut client = checkout.client().await;
+
+    let retried = purchase(&mut client, USER).await;
+
+    assert_status(retried, Code::FailedPrecondition, &format!("already bought as order {paid}, which is now payed"));
+    assert_eq!(orders_of(&loms, USER).await, vec![paid], "no second order");
+    assert!(lines(&mut client, USER).await.is_empty(), "the cart was bought, so it is emptied");
+    assert_status(purchase(&mut client, USER).await, Code::FailedPrecondition, "empty");
+}

@@ -33,6 +33,11 @@ async fn malformed_orders_are_invalid_arguments() {
         Code::InvalidArgument,
         "exceed the limit",
     );
+    // Enough full lines of one sku that a plain u32 sum wraps (to a tiny order) or panics: refused, not reserved.
+    let wrapping: Vec<(u32, u32)> = std::iter::repeat_n((5, 65_535), 65_538).collect();
+    assert_status(client.create_order(order(1, &wrapping)).await, Code::InvalidArgument, "sku 5: units in one order");
+    let too_many_skus: Vec<(u32, u32)> = (1..=1_001).map(|sku| (sku, 1)).collect();
+    assert_status(client.create_order(order(1, &too_many_skus)).await, Code::InvalidArgument, "at most 1000 distinct");
 }
 
 #[tokio::test]
@@ -187,4 +192,44 @@ async fn a_client_deadline_is_honoured_when_the_database_hangs() {
         matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
         "the caller's deadline ends the call: {status:?}"
     );
+}
+
+#[tokio::test]
+async fn a_sqlite_database_busy_with_another_writer_is_unavailable_not_internal() {
+    use sqlx::{Connection as _, SqliteConnection};
+    // Another process's write lock is a SQLite concern: this runs on SQLite whichever backend the suite uses.
+    let db = TestDb::sqlite();
+    let path = db.url.strip_prefix("sqlite://").expect("a SQLite URL").to_owned();
+    let short_wait = format!("{}?busy_timeout=200ms", db.url);
+    let loms = TestLoms::start_with(db, |config| config.database_url = short_wait).await;
+    loms.set_stock(1, 1001, 10).await;
+    let mut client = loms.client().await;
+    let mut admin = loms.admin().await;
+
+    let mut other_writer = SqliteConnection::connect(&format!("sqlite://{path}")).await.unwrap();
+    sqlx::query("begin immediate").execute(&mut other_writer).await.expect("take the write lock");
+
+    assert_status(client.create_order(order(7, &[(1001, 1)])).await, Code::Unavailable, "database is unavailable");
+    let set = SetStockRequest { warehouse_id: 1, sku: 1001, on_hand: 20 };
+    assert_status(admin.set_stock(set).await, Code::Unavailable, "database is unavailable");
+
+    sqlx::query("rollback").execute(&mut other_writer).await.unwrap();
+    client.create_order(order(7, &[(1001, 1)])).await.expect("orders work again once the lock is released");
+}
+
+#[tokio::test]
+async fn stock_arithmetic_beyond_the_stored_range_is_an_invalid_argument_on_every_backend() {
+    let loms = TestLoms::start().await;
+    let mut admin = loms.admin().await;
+    let max = i64::MAX as u64;
+
+    let too_many = SetStockRequest { warehouse_id: 1, sku: 1001, on_hand: max + 1 };
+    assert_status(admin.set_stock(too_many).await, Code::InvalidArgument, "too large");
+    loms.set_stock(1, 1001, max).await;
+    let overflow = AddStockRequest { warehouse_id: 1, sku: 1001, delta: 1 };
+    assert_status(admin.add_stock(overflow).await, Code::InvalidArgument, "overflows");
+    let import = ImportStockRequest { levels: vec![SetStockRequest { warehouse_id: 2, sku: 1001, on_hand: u64::MAX }] };
+    assert_status(admin.import_stock(import).await, Code::InvalidArgument, "too large");
+    let level = admin.list_stock(ListStockRequest { sku: 1001 }).await.unwrap().into_inner().levels;
+    assert_eq!(level.iter().map(|l| l.on_hand).collect::<Vec<_>>(), vec![max], "nothing was written");
 }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
-use minizon_proto::loms::{CreateOrderRequest, Item, StocksRequest, loms_v1_client::LomsV1Client};
+use minizon_proto::loms::{
+    CreateOrderRequest, Item, ListOrderRequest, OrderStatus, StocksRequest, loms_v1_client::LomsV1Client,
+};
 use tonic::{Code, metadata::MetadataValue, transport::Channel};
 
 use super::{Deadline, Failure, with_retries};
@@ -17,6 +19,28 @@ use crate::{
 
 /// The request metadata entry LOMS de-duplicates CreateOrder calls by.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The response metadata entry (`true`) LOMS sets when CreateOrder answered with an earlier call's order.
+pub const IDEMPOTENT_REPLAY: &str = "idempotent-replay";
+
+/// The order a CreateOrder answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreatedOrder {
+    pub order_id: OrderId,
+    /// An earlier call with the same key created it (it may have been paid or cancelled since).
+    pub replayed: bool,
+}
+
+/// Where an order LOMS holds stands, as far as a purchase cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStanding {
+    /// Reserved, waiting for payment: what a purchase hands out.
+    AwaitingPayment,
+    /// Cancelled or failed: its reservation is gone.
+    Ended,
+    /// Paid (and maybe shipped or delivered since): the cart it came from was bought.
+    Bought { status: &'static str },
+}
 
 /// How to reach LOMS.
 #[derive(Debug, Clone)]
@@ -59,14 +83,15 @@ impl LomsClient {
     }
 
     /// Creates the order of `lines` for `user`, reserving every unit; `idempotency_key` makes repeats of the call
-    /// (ours or the caller's) return the same order. A short stock is [`Error::ReservationFailed`].
+    /// (ours or the caller's) return the same order, marked as a replay. A short stock is
+    /// [`Error::ReservationFailed`].
     pub async fn create_order(
         &self,
         user: UserId,
         lines: &[CartLine],
         idempotency_key: &str,
         deadline: Deadline,
-    ) -> Result<OrderId, Error> {
+    ) -> Result<CreatedOrder, Error> {
         let key = MetadataValue::try_from(idempotency_key).map_err(Error::internal)?;
         let items: Vec<Item> = lines.iter().map(|line| Item { sku: line.sku.get(), count: line.count.get() }).collect();
         with_retries(self.backoff, deadline, "LOMS.CreateOrder", || {
@@ -76,14 +101,34 @@ impl LomsClient {
                 let (timeout, mut request) = self.request(CreateOrderRequest { user: user.get(), items }, deadline)?;
                 request.metadata_mut().insert(IDEMPOTENCY_KEY, key);
                 let mut client = self.inner.clone();
-                let response = call(timeout, deadline, client.create_order(request), |status| {
+                let response = call_with_metadata(timeout, deadline, client.create_order(request), |status| {
                     // LOMS kept the order as `failed` and names the short sku and the order in its message.
                     (status.code() == Code::FailedPrecondition)
                         .then(|| Error::ReservationFailed(status.message().to_owned()))
                 })
                 .await?;
-                OrderId::try_from(response.order_id).map_err(|error| Failure::permanent(Error::internal(error)))
+                let replayed = response.metadata().get(IDEMPOTENT_REPLAY).is_some_and(|value| value == "true");
+                let order_id = OrderId::try_from(response.into_inner().order_id)
+                    .map_err(|error| Failure::permanent(Error::internal(error)))?;
+                Ok(CreatedOrder { order_id, replayed })
             }
+        })
+        .await
+    }
+
+    /// Where `order_id` stands now.
+    pub async fn order_standing(&self, order_id: OrderId, deadline: Deadline) -> Result<OrderStanding, Error> {
+        with_retries(self.backoff, deadline, "LOMS.ListOrder", || async move {
+            let (timeout, request) = self.request(ListOrderRequest { order_id: order_id.get() }, deadline)?;
+            let mut client = self.inner.clone();
+            let order = call(timeout, deadline, client.list_order(request), |_| None).await?;
+            Ok(match order.status() {
+                OrderStatus::New | OrderStatus::AwaitingPayment => OrderStanding::AwaitingPayment,
+                OrderStatus::Failed | OrderStatus::Cancelled => OrderStanding::Ended,
+                OrderStatus::Payed => OrderStanding::Bought { status: "payed" },
+                OrderStatus::Shipped => OrderStanding::Bought { status: "shipped" },
+                OrderStatus::Delivered => OrderStanding::Bought { status: "delivered" },
+            })
         })
         .await
     }
@@ -108,8 +153,18 @@ async fn call<T>(
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     expected: impl FnOnce(&tonic::Status) -> Option<Error>,
 ) -> Result<T, Failure> {
+    call_with_metadata(timeout, deadline, call, expected).await.map(tonic::Response::into_inner)
+}
+
+/// [`call`], keeping the response's metadata.
+async fn call_with_metadata<T>(
+    timeout: Duration,
+    deadline: Deadline,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    expected: impl FnOnce(&tonic::Status) -> Option<Error>,
+) -> Result<tonic::Response<T>, Failure> {
     match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Ok(response)) => Ok(response),
         Ok(Err(status)) => Err(match expected(&status) {
             Some(error) => Failure::permanent(error),
             None => Failure::from_status(Dependency::Loms, status, deadline),

@@ -85,20 +85,39 @@ impl Failure {
         Self { error, retry: false }
     }
 
-    /// Classifies what every dependency may answer: unreachable or overloaded (transient), out of time (final),
-    /// anything else unexpected (a bug on one side: internal).
+    /// Classifies what every dependency may answer, so that every status maps to a clear one of Checkout's:
+    /// unreachable, overloaded or conflicting (transient: retried, then UNAVAILABLE), out of time (final), a
+    /// refusal of what was sent (FAILED_PRECONDITION with the dependency's message), and a dependency that failed
+    /// or refuses Checkout itself (UNAVAILABLE, naming the code, logged: an operator has to look).
     pub(crate) fn from_status(dependency: Dependency, status: Status, deadline: Deadline) -> Self {
-        match status.code() {
+        let code = status.code();
+        match code {
             // tonic reports its own client-side timeout as CANCELLED.
             Code::DeadlineExceeded | Code::Cancelled if deadline.has_passed() => {
                 Self::permanent(Error::DeadlineExceeded { dependency })
             }
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::ResourceExhausted => {
                 Self::transient(Error::Unavailable { dependency, detail: status.message().to_owned() })
             }
-            _ => {
-                tracing::error!(%dependency, code = ?status.code(), message = status.message(), "unexpected answer");
-                Self::permanent(Error::internal(status))
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::NotFound
+            | Code::AlreadyExists => {
+                Self::permanent(Error::Refused { dependency, message: status.message().to_owned() })
+            }
+            Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::Unimplemented
+            | Code::Ok => {
+                tracing::error!(%dependency, ?code, message = status.message(), "unexpected answer");
+                Self::permanent(Error::Unavailable {
+                    dependency,
+                    detail: format!("it answered {code:?} ({})", status.message()),
+                })
             }
         }
     }
@@ -137,4 +156,32 @@ where
         })
         .await
         .map_err(|failure| failure.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_status_a_dependency_answers_becomes_internal() {
+        let deadline = Deadline::after(Duration::from_secs(60));
+        for number in 0..=16 {
+            let code = Code::from_i32(number);
+            let failure = Failure::from_status(Dependency::Loms, Status::new(code, "why"), deadline);
+            assert!(!matches!(failure.error, Error::Internal(_)), "{code:?} became internal");
+            let answered = Status::from(failure.error);
+            assert_ne!(answered.code(), Code::Internal, "{code:?}");
+            assert!(answered.message().contains("LOMS"), "{code:?}: {}", answered.message());
+        }
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_dependency_message_and_overload_is_retried() {
+        let deadline = Deadline::after(Duration::from_secs(60));
+        let refused = Failure::from_status(Dependency::Loms, Status::invalid_argument("too many skus"), deadline);
+        assert!(!refused.retry);
+        assert_eq!(Status::from(refused.error).message(), "LOMS refused the request: too many skus");
+        let busy = Failure::from_status(Dependency::Loms, Status::resource_exhausted("busy"), deadline);
+        assert!(busy.retry);
+    }
 }

@@ -33,6 +33,11 @@ pub struct Cart {
 }
 
 impl Cart {
+    /// Most distinct skus one cart may hold. Within LOMS's limit per order (1,000), so that every cart can be
+    /// purchased; and small enough that ListCart of a full cart with nothing cached (one ProductService look-up a
+    /// line, at the default quota of 10 per second) finishes within the default request timeout (30 s).
+    pub const MAX_LINES: usize = 100;
+
     /// A cart of `lines` (sorted here by sku; skus must be distinct) at `version`.
     pub fn new(version: CartVersion, mut lines: Vec<CartLine>) -> Self {
         lines.sort_by_key(|line| line.sku);

@@ -16,6 +16,8 @@ pub enum AddOutcome {
     Added { count: Count },
     /// Nothing changed: the line (holding `current` units) would have gone beyond the limit.
     Refused { current: u32 },
+    /// Nothing changed: the sku is not in the cart yet, and the cart already holds [`Cart::MAX_LINES`] lines.
+    CartFull,
 }
 
 /// Users' carts.
@@ -25,7 +27,8 @@ pub trait CartStore: Send + Sync + std::fmt::Debug + 'static {
     async fn cart(&self, user: UserId) -> Result<Cart, Error>;
 
     /// Atomically adds `count` units to the line of `sku`, unless the line would then hold more than `limit`
-    /// units, however many requests race; bumps the version when the line changed.
+    /// units, or the line is new and the cart already holds [`Cart::MAX_LINES`] lines, however many requests race;
+    /// bumps the version when the line changed.
     async fn add(&self, user: UserId, sku: Sku, count: Count, limit: u32) -> Result<AddOutcome, Error>;
 
     /// Removes up to `count` units of `sku`; the line disappears at zero. Removing what is not there changes

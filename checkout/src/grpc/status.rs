@@ -14,6 +14,9 @@ impl From<Error> for Status {
             // uint32 is treated alike: the cart's state, not the request, is what the caller has to fix.
             Error::InsufficientStock { .. }
             | Error::CartLineFull { .. }
+            | Error::CartFull { .. }
+            | Error::AlreadyPurchased { .. }
+            | Error::Refused { .. }
             | Error::EmptyCart
             | Error::ReservationFailed(_)
             | Error::TotalPriceOverflow(_) => Status::failed_precondition(error.to_string()),
@@ -45,6 +48,16 @@ mod tests {
             (Error::ProductNotFound(sku), Code::NotFound),
             (Error::InsufficientStock { sku, requested: 3, available: 2 }, Code::FailedPrecondition),
             (Error::CartLineFull { sku, requested: 70_000 }, Code::FailedPrecondition),
+            (Error::CartFull { sku }, Code::FailedPrecondition),
+            (
+                Error::AlreadyPurchased {
+                    order_id: crate::domain::OrderId::try_from(3).unwrap(),
+                    status: "payed",
+                    emptied: true,
+                },
+                Code::FailedPrecondition,
+            ),
+            (Error::Refused { dependency: Dependency::Loms, message: "no".into() }, Code::FailedPrecondition),
             (Error::EmptyCart, Code::FailedPrecondition),
             (Error::ReservationFailed("short".into()), Code::FailedPrecondition),
             (Error::TotalPriceOverflow(TotalPriceOverflow), Code::FailedPrecondition),

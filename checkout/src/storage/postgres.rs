@@ -91,6 +91,8 @@ impl CartStore for PostgresCartStore {
             "with line as (
                  insert into cart_items as i (user_id, sku, count)
                  select $1, $2, $3 where $3 <= $4
+                   and (exists (select 1 from cart_items where user_id = $1 and sku = $2)
+                        or (select count(*) from cart_items where user_id = $1) < $5)
                  on conflict (user_id, sku) do update set count = i.count + excluded.count
                  where i.count + excluded.count <= $4
                  returning i.count
@@ -104,6 +106,7 @@ impl CartStore for PostgresCartStore {
         .bind(i64::from(sku.get()))
         .bind(i32::try_from(count.get()).map_err(Error::internal)?)
         .bind(i32::try_from(limit.min(Count::MAX)).map_err(Error::internal)?)
+        .bind(i64::try_from(Cart::MAX_LINES).map_err(Error::internal)?)
         .fetch_optional(&mut *tx)
         .await?;
         match added {
@@ -118,6 +121,16 @@ impl CartStore for PostgresCartStore {
                         .bind(i64::from(sku.get()))
                         .fetch_optional(&mut *tx)
                         .await?;
+                if current.is_none() {
+                    // A new line: refused for the line limit, or because the cart is full (still locked: exact).
+                    let lines: i64 = sqlx::query_scalar("select count(*) from cart_items where user_id = $1")
+                        .bind(user.get())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if usize::try_from(lines).is_ok_and(|lines| lines >= Cart::MAX_LINES) {
+                        return Ok(AddOutcome::CartFull);
+                    }
+                }
                 // Nothing changed; dropping the transaction rolls back the cart row it may have created.
                 Ok(AddOutcome::Refused { current: current.map_or(0, i32::unsigned_abs) })
             }

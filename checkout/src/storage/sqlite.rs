@@ -102,7 +102,17 @@ impl CartStore for SqliteCartStore {
 
     async fn add(&self, user: UserId, sku: Sku, count: Count, limit: u32) -> Result<AddOutcome, Error> {
         let mut tx = self.write().await?;
-        let current = line_count(&mut tx, user, sku).await?.unwrap_or(0);
+        let existing = line_count(&mut tx, user, sku).await?;
+        if existing.is_none() {
+            let lines: i64 = sqlx::query_scalar("select count(*) from cart_items where user_id = ?1")
+                .bind(user.get())
+                .fetch_one(&mut *tx)
+                .await?;
+            if usize::try_from(lines).is_ok_and(|lines| lines >= Cart::MAX_LINES) {
+                return Ok(AddOutcome::CartFull);
+            }
+        }
+        let current = existing.unwrap_or(0);
         let Some(total) = added(current, count, limit) else {
             // Nothing was written; dropping the transaction rolls it back.
             return Ok(AddOutcome::Refused { current });

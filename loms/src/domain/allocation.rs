@@ -45,7 +45,8 @@ pub fn allocate(
     for (sku, count) in lines {
         let mut candidates: Vec<&StockRow> = stock.iter().filter(|row| row.sku == sku && row.available > 0).collect();
         candidates.sort_by(|a, b| b.available.cmp(&a.available).then(a.warehouse.cmp(&b.warehouse)));
-        let available: u64 = candidates.iter().map(|row| row.available).sum();
+        // Saturating: a sum past u64 is "more than any order can ask for", never a wrapped small number.
+        let available = candidates.iter().fold(0u64, |total, row| total.saturating_add(row.available));
         let mut missing = u64::from(count.get());
         if available < missing {
             return Err(Shortage { sku, requested: count.get(), available });
@@ -64,6 +65,8 @@ pub fn allocate(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn sku(n: u32) -> Sku {
@@ -116,5 +119,72 @@ mod tests {
     #[test]
     fn an_unknown_sku_is_short_with_nothing_available() {
         assert_eq!(allocate([(sku(9), count(1))], &[]), Err(Shortage { sku: sku(9), requested: 1, available: 0 }));
+    }
+
+    #[test]
+    fn free_units_beyond_u64_in_total_do_not_wrap() {
+        let stock = [row(1, 1, u64::MAX), row(1, 2, u64::MAX), row(1, 3, 2)];
+        let got = allocate([(sku(1), count(3))], &stock).unwrap();
+        assert_eq!(got, vec![Reservation { sku: sku(1), warehouse: wh(1), count: 3 }]);
+    }
+
+    /// Lines of distinct skus in 1..=4, as an order has them after merging (sorted by sku).
+    fn lines_strategy() -> impl Strategy<Value = Vec<(Sku, Count)>> {
+        proptest::collection::btree_map(1u32..=4, 1u32..=40, 1..=4)
+            .prop_map(|lines| lines.into_iter().map(|(s, n)| (sku(s), count(n))).collect())
+    }
+
+    /// Free stock of skus 1..=5 (sku 5 is never ordered) in warehouses 1..=5, each (sku, warehouse) once.
+    fn stock_strategy() -> impl Strategy<Value = Vec<StockRow>> {
+        proptest::collection::btree_map((1u32..=5, 1i64..=5), 0u64..=30, 0..=20)
+            .prop_map(|rows| rows.into_iter().map(|((s, w), available)| row(s, w, available)).collect())
+    }
+
+    /// The fewest warehouses whose free units of `sku` cover `wanted` (brute force over every subset).
+    fn fewest_warehouses(stock: &[StockRow], sku: Sku, wanted: u64) -> Option<usize> {
+        let rows: Vec<u64> = stock.iter().filter(|r| r.sku == sku && r.available > 0).map(|r| r.available).collect();
+        (0u32..(1 << rows.len()))
+            .filter(|subset| (0..rows.len()).filter(|i| subset & (1 << i) != 0).map(|i| rows[i]).sum::<u64>() >= wanted)
+            .map(|subset| subset.count_ones() as usize)
+            .min()
+    }
+
+    proptest! {
+        /// All or nothing, never more than is free, exactly what was asked, in the fewest warehouses, and the same
+        /// answer for the same input whatever order the stock rows were read in.
+        #[test]
+        fn allocation_is_exact_bounded_minimal_and_deterministic(
+            lines in lines_strategy(),
+            (stock, shuffled) in stock_strategy().prop_flat_map(|stock| (Just(stock.clone()), Just(stock).prop_shuffle())),
+        ) {
+            let free = |s: Sku| stock.iter().filter(|r| r.sku == s).map(|r| r.available).sum::<u64>();
+            let result = allocate(lines.iter().copied(), &stock);
+
+            prop_assert_eq!(&allocate(lines.iter().copied(), &shuffled), &result, "deterministic");
+
+            match result {
+                Ok(reservations) => {
+                    for &(s, n) in &lines {
+                        let taken: Vec<&Reservation> = reservations.iter().filter(|r| r.sku == s).collect();
+                        prop_assert_eq!(taken.iter().map(|r| r.count).sum::<u64>(), u64::from(n.get()), "exact");
+                        prop_assert_eq!(Some(taken.len()), fewest_warehouses(&stock, s, u64::from(n.get())));
+                    }
+                    for r in &reservations {
+                        prop_assert!(r.count > 0, "no empty reservation");
+                        prop_assert!(lines.iter().any(|&(s, _)| s == r.sku), "only ordered skus");
+                        let row = stock.iter().find(|row| row.sku == r.sku && row.warehouse == r.warehouse);
+                        prop_assert!(row.is_some_and(|row| r.count <= row.available), "never over-allocates");
+                        let same = reservations.iter().filter(|o| o.sku == r.sku && o.warehouse == r.warehouse);
+                        prop_assert_eq!(same.count(), 1, "one reservation per warehouse and sku");
+                    }
+                }
+                Err(shortage) => {
+                    // The named sku is the first short one; every sku before it was coverable.
+                    let first_short = lines.iter().find(|&&(s, n)| free(s) < u64::from(n.get()));
+                    prop_assert_eq!(first_short.map(|&(s, _)| s), Some(shortage.sku));
+                    prop_assert_eq!(shortage.available, free(shortage.sku));
+                }
+            }
+        }
     }
 }

@@ -178,21 +178,27 @@ impl OrderLines {
     pub const MAX_LINES: usize = 1_000;
 
     /// Merges duplicate skus; refuses an empty order, a merged count over the contract's limit, and orders with
-    /// more than [`Self::MAX_LINES`] distinct skus.
+    /// more than [`Self::MAX_LINES`] distinct skus. Every sum is checked as it is made: no number of lines of one
+    /// sku can wrap the merged count, and a request is refused at the first line that breaks a limit.
     pub fn new(items: impl IntoIterator<Item = (Sku, Count)>) -> Result<Self, InvalidInput> {
         let mut merged: BTreeMap<Sku, u32> = BTreeMap::new();
         for (sku, count) in items {
-            *merged.entry(sku).or_default() += count.get();
+            let total = merged.entry(sku).or_default();
+            *total = total.checked_add(count.get()).filter(|sum| *sum <= Count::MAX).ok_or_else(|| {
+                InvalidInput(format!(
+                    "sku {sku}: units in one order exceed the limit of {} (its lines add up to more)",
+                    Count::MAX
+                ))
+            })?;
+            if merged.len() > Self::MAX_LINES {
+                return Err(InvalidInput(format!(
+                    "an order may hold at most {} distinct skus, got more",
+                    Self::MAX_LINES
+                )));
+            }
         }
         if merged.is_empty() {
             return Err(InvalidInput("an order needs at least one item".into()));
-        }
-        if merged.len() > Self::MAX_LINES {
-            return Err(InvalidInput(format!(
-                "an order may hold at most {} distinct skus, got {}",
-                Self::MAX_LINES,
-                merged.len()
-            )));
         }
         merged
             .into_iter()
@@ -247,6 +253,49 @@ mod tests {
     #[test]
     fn merged_counts_beyond_the_limit_are_refused() {
         assert!(OrderLines::new([line(5, 65_535), line(5, 1)]).is_err());
+    }
+
+    #[test]
+    fn many_full_lines_of_one_sku_are_refused_not_wrapped() {
+        // 65,538 lines of 65,535 units: the plain u32 sum wraps to 65,534 (a tiny order) or panics in debug.
+        let result = OrderLines::new(std::iter::repeat_n(line(5, 65_535), 65_538));
+        assert!(result.unwrap_err().0.contains("exceed the limit of 65535"));
+    }
+
+    #[test]
+    fn more_distinct_skus_than_the_limit_are_refused() {
+        let at_limit = (1..=OrderLines::MAX_LINES as u32).map(|sku| line(sku, 1));
+        assert_eq!(OrderLines::new(at_limit).unwrap().len(), OrderLines::MAX_LINES);
+        let over = (1..=OrderLines::MAX_LINES as u32 + 1).map(|sku| line(sku, 1));
+        assert!(OrderLines::new(over).unwrap_err().0.contains("at most 1000 distinct skus"));
+    }
+
+    proptest::proptest! {
+        /// Merging keeps every sku once, in ascending order, with the sum of its lines, whenever no sum goes past
+        /// the per-line limit; otherwise the order is refused. Nothing is lost, invented or wrapped.
+        #[test]
+        fn merging_sums_each_sku_exactly_or_refuses(
+            raw in proptest::collection::vec((1u32..20, 1u32..=65_535), 0..60),
+        ) {
+            let items: Vec<(Sku, Count)> = raw.iter().map(|&(sku, count)| line(sku, count)).collect();
+            let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
+            for &(sku, count) in &raw {
+                *expected.entry(sku).or_default() += u64::from(count);
+            }
+            let fits = expected.values().all(|total| *total <= u64::from(Count::MAX));
+            match OrderLines::new(items.clone()) {
+                Ok(lines) => {
+                    proptest::prop_assert!(fits && !raw.is_empty());
+                    let got: Vec<(u32, u64)> =
+                        lines.iter().map(|(sku, count)| (sku.get(), u64::from(count.get()))).collect();
+                    proptest::prop_assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
+                    // Merging is order-independent: the same items in reverse give the same lines.
+                    let reversed = OrderLines::new(items.into_iter().rev()).unwrap();
+                    proptest::prop_assert_eq!(reversed, lines);
+                }
+                Err(_) => proptest::prop_assert!(!fits || raw.is_empty()),
+            }
+        }
     }
 
     #[test]

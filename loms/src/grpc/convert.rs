@@ -12,6 +12,9 @@ use crate::domain::{
 /// Name of the request metadata entry that makes CreateOrder idempotent.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// Name of the response metadata entry (`true`) on a CreateOrder answered with an earlier call's order.
+pub const IDEMPOTENT_REPLAY: &str = "idempotent-replay";
+
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 

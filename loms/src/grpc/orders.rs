@@ -44,7 +44,15 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
             .await?;
         tracing::Span::current().record("order_id", outcome.order_id.get());
         tracing::info!(replayed = outcome.replayed, "order awaiting payment");
-        Ok(Response::new(pb::CreateOrderResponse { order_id: outcome.order_id.get() }))
+        let mut response = Response::new(pb::CreateOrderResponse { order_id: outcome.order_id.get() });
+        if outcome.replayed {
+            // Tells the caller the order is an earlier call's, which may have moved on since (paid, cancelled):
+            // Checkout looks at it before it reports a purchase.
+            response
+                .metadata_mut()
+                .insert(convert::IDEMPOTENT_REPLAY, tonic::metadata::MetadataValue::from_static("true"));
+        }
+        Ok(response)
     }
 
     #[tracing::instrument(skip_all, fields(order_id = request.get_ref().order_id))]

@@ -219,6 +219,14 @@ impl SqliteStore {
 
     /// Sets one level after checking it against the reservations; the caller commits.
     async fn put_level(tx: &mut Tx, warehouse: WarehouseId, sku: Sku, on_hand: i128) -> Result<StockLevel, LomsError> {
+        if on_hand > i128::from(i64::MAX) {
+            // The same refusal PostgreSQL's bigint gives: a request beyond the stored range, not a stock rule.
+            return Err(InvalidInput(format!(
+                "on_hand {on_hand} is too large: the stock count overflows its limit of {}",
+                i64::MAX
+            ))
+            .into());
+        }
         let reserved = Self::level_in(tx, warehouse, sku).await?.map_or(0, |level| level.reserved);
         let Some(stored) = i64::try_from(on_hand).ok().filter(|n| *n >= 0 && *n as u64 >= reserved) else {
             return Err(LomsError::StockBelowReserved { warehouse, sku, on_hand, reserved });
