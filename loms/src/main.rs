@@ -8,6 +8,7 @@ use loms::{
     Application, Config,
     domain::StockStore,
     grpc::admin::distinct_levels,
+    outbox::{OutboxSource, Republish},
     storage::{PgStore, StockCache},
 };
 
@@ -25,6 +26,28 @@ enum Command {
     /// Stock administration straight against the database.
     #[command(subcommand)]
     Stock(StockCommand),
+    /// The event outbox, straight against the database (PostgreSQL or SQLite).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Returns events the relay set aside (the broker refused them for good) to the relay, after their cause was
+    /// fixed (say, the broker's and `--outbox-max-message-bytes` raised). The later events of their orders follow.
+    Republish {
+        /// The event to republish (its `event_id`, as logged when it was set aside).
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        event_id: Option<uuid::Uuid>,
+        /// Every event set aside.
+        #[arg(long)]
+        all: bool,
+        /// Database URL.
+        #[arg(long, env = "LOMS_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/loms")]
+        database_url: String,
+        #[command(flatten)]
+        log: minizon_common::telemetry::LogArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +71,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Stock(StockCommand::Import { file, database_url, log }) => {
             minizon_common::telemetry::init(&log);
             import(&file, &database_url).await
+        }
+        Command::Outbox(OutboxCommand::Republish { event_id, all: _, database_url, log }) => {
+            minizon_common::telemetry::init(&log);
+            let which = event_id.map_or(Republish::All, Republish::Event);
+            let source = OutboxSource::connect(&database_url).await?;
+            let republished = source.republish(&which).await.context("republish")?;
+            if republished == 0 {
+                anyhow::bail!("no parked event matches {which:?}");
+            }
+            tracing::info!(republished, "parked outbox events returned to the relay: published at its next poll");
+            Ok(())
         }
     }
 }

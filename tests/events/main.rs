@@ -10,5 +10,6 @@ mod crash;
 mod dead_letter;
 mod history;
 mod outage;
+mod parked;
 mod replicas;
 mod support;

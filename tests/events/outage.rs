@@ -75,7 +75,7 @@ async fn orders_keep_changing_through_a_broker_outage_and_every_event_is_notifie
 }
 
 /// The relay's own health entry, as a readiness probe or an operator sees it.
-async fn relay_health(loms: &minizon_tests::loms::TestLoms) -> Option<ServingStatus> {
+pub(crate) async fn relay_health(loms: &minizon_tests::loms::TestLoms) -> Option<ServingStatus> {
     let channel = Channel::from_shared(loms.url()).ok()?.connect().await.ok()?;
     let request = HealthCheckRequest { service: loms::startup::OUTBOX_HEALTH.into() };
     Some(HealthClient::new(channel).check(request).await.ok()?.into_inner().status())

@@ -43,6 +43,11 @@ pub struct RelayConfig {
     #[arg(long = "outbox-retention", env = "LOMS_OUTBOX_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
     pub retention: Duration,
 
+    /// Largest event (in bytes, as librdkafka counts them) the relay sends; a larger one is set aside (parked)
+    /// rather than blocking the rest. Keep it at or below the broker's `message.max.bytes`.
+    #[arg(long = "outbox-max-message-bytes", env = "LOMS_OUTBOX_MAX_MESSAGE_BYTES", default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1_000..=1_000_000_000))]
+    pub max_message_bytes: u32,
+
     /// On graceful shutdown, how long the relay keeps publishing what is left before it stops.
     #[arg(long = "outbox-flush-timeout", env = "LOMS_OUTBOX_FLUSH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub flush_timeout: Duration,

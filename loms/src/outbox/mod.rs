@@ -13,6 +13,10 @@
 //!   events wait in the table.
 //! * **Prompt**: the store wakes its process's relay after every commit that wrote events; a poll (1 s) picks up
 //!   events written by processes that run no relay.
+//! * **One bad row does not stop the rest**: a row the broker refuses for good (too large, malformed) is parked
+//!   with its reason (logged, counted in the status, health NOT_SERVING) and the round goes on; the later events of
+//!   its order wait behind it (order per order), other orders' events keep flowing. `loms outbox republish`
+//!   returns it to the relay.
 //! * **Both backends**: [`OutboxSource`] is the database side, on PostgreSQL (any number of replicas) or SQLite
 //!   (the embedded mode: one process, one relay).
 
@@ -22,7 +26,7 @@ mod source;
 
 pub use config::RelayConfig;
 pub use relay::{HEALTHY_LAG, RelayHandle, RelayStatus, lag, spawn};
-pub use source::{OutboxLag, OutboxSource};
+pub use source::{OutboxLag, OutboxSource, Republish};
 
 #[doc(hidden)]
 pub use relay::testing;

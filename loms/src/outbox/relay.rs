@@ -1,14 +1,17 @@
 //! The relay task: claim a round of rows, publish them, wait for the acknowledgements, mark them, repeat; sleep
 //! until a commit of this process wakes it (or the poll) when the outbox is drained; back off while something is down.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use minizon_common::kafka::{
     HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, HEADER_TRACEPARENT, idempotent_producer_config,
 };
 use rdkafka::{
-    error::KafkaError,
+    error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
     producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
@@ -18,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     RelayConfig,
-    source::{OutboxLag, OutboxRow, OutboxSource},
+    source::{OutboxLag, OutboxRow, OutboxSource, Parked},
 };
 use crate::events::{EVENT_TYPE, SCHEMA_VERSION};
 
@@ -47,9 +50,11 @@ pub struct RelayStatus {
 }
 
 impl RelayStatus {
-    /// Publishing works and nothing waits longer than [`HEALTHY_LAG`].
+    /// Publishing works, nothing is parked, and nothing waits longer than [`HEALTHY_LAG`].
     pub fn is_healthy(&self) -> bool {
-        self.last_error.is_none() && self.lag.oldest_unsent_age.is_none_or(|age| age <= HEALTHY_LAG)
+        self.last_error.is_none()
+            && self.lag.parked == 0
+            && self.lag.oldest_unsent_age.is_none_or(|age| age <= HEALTHY_LAG)
     }
 }
 
@@ -121,13 +126,24 @@ struct Relay {
     next_lag_check: Instant,
     next_lag_log: Instant,
     next_prune: Instant,
+    /// Set when the broker refused a record it had been sent: the next round starts with a new producer.
+    producer_suspect: AtomicBool,
 }
 
 impl Relay {
     fn new(source: OutboxSource, config: RelayConfig, status: watch::Sender<RelayStatus>) -> Result<Self, KafkaError> {
         let producer = producer(&config)?;
         let now = Instant::now();
-        Ok(Self { source, producer, config, status, next_lag_check: now, next_lag_log: now, next_prune: now })
+        Ok(Self {
+            source,
+            producer,
+            config,
+            status,
+            next_lag_check: now,
+            next_lag_log: now,
+            next_prune: now,
+            producer_suspect: AtomicBool::new(false),
+        })
     }
 
     async fn run(mut self, stop: CancellationToken) {
@@ -135,6 +151,9 @@ impl Relay {
         let mut failures = backoff(&self.config);
         while !stop.is_cancelled() {
             let round = self.round(true).await;
+            if self.producer_suspect.swap(false, Ordering::Relaxed) {
+                self.replace_producer();
+            }
             self.housekeeping().await;
             match round {
                 Ok(0) => {
@@ -164,30 +183,54 @@ impl Relay {
         self.flush().await;
     }
 
-    /// Claims a round, publishes it, waits for every acknowledgement, and marks what was acknowledged (when
-    /// `mark`; otherwise rolls back, which only the crash test hook wants). Returns the number of rows claimed.
+    /// Claims a round, publishes it, waits for every acknowledgement, marks what was acknowledged and sets aside
+    /// what the broker refuses for good (when `mark`; otherwise rolls back, which only the crash test hook
+    /// wants). Returns the number of rows claimed. A transient failure of any row fails the round (after the
+    /// others were marked); a permanent refusal of a row does not: that row is parked with its reason, and the
+    /// later events of its order wait behind it.
     async fn round(&self, mark: bool) -> Result<usize, RoundError> {
         let claim = self.source.claim(self.config.batch_size).await?;
         let rows = claim.rows.clone();
         if rows.is_empty() {
-            self.source.finish(claim, &[], false).await?;
+            self.source.finish(claim, &[], &[], false).await?;
             return Ok(0);
         }
         // Enqueue everything first, then wait: librdkafka batches the round into few produce requests.
-        let pending: Vec<(i64, Result<DeliveryFuture, KafkaError>)> =
-            rows.iter().map(|row| (row.id, self.enqueue(row))).collect();
+        let pending: Vec<(&OutboxRow, Result<DeliveryFuture, KafkaError>)> =
+            rows.iter().map(|row| (row, self.enqueue(row))).collect();
         let mut acknowledged = Vec::with_capacity(rows.len());
+        let mut parked = Vec::new();
         let mut first_error = None;
-        for (id, delivery) in pending {
+        for (row, delivery) in pending {
+            let refused_locally = delivery.is_err();
             match acknowledgement(delivery).await {
-                Ok(()) => acknowledged.push(id),
+                Ok(()) => acknowledged.push(row.id),
+                Err(error) if is_permanent(&error) => {
+                    tracing::error!(
+                        event_id = %row.event_id,
+                        order_id = row.order_id,
+                        bytes = row.payload.len(),
+                        %error,
+                        "the broker refuses this outbox event for good: it is set aside (the order's later events \
+                         wait behind it); fix the cause, then `loms outbox republish --event-id {}`",
+                        row.event_id
+                    );
+                    if !refused_locally {
+                        self.producer_suspect.store(true, Ordering::Relaxed);
+                    }
+                    parked.push(Parked { id: row.id, reason: error.to_string() });
+                }
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
             }
         }
-        self.source.finish(claim, &acknowledged, mark).await?;
-        tracing::debug!(claimed = rows.len(), acknowledged = acknowledged.len(), "outbox round");
+        self.source.finish(claim, &acknowledged, &parked, mark).await?;
+        if mark && !parked.is_empty() {
+            let count = i64::try_from(parked.len()).unwrap_or(i64::MAX);
+            self.status.send_modify(|status| status.lag.parked = status.lag.parked.saturating_add(count));
+        }
+        tracing::debug!(claimed = rows.len(), acknowledged = acknowledged.len(), parked = parked.len(), "outbox round");
         match first_error {
             // Acknowledged rows are marked either way; the others are claimed again after the back-off.
             Some(error) => Err(error.into()),
@@ -290,7 +333,25 @@ fn producer(config: &RelayConfig) -> Result<FutureProducer, KafkaError> {
     idempotent_producer_config(&config.kafka_brokers, "loms-outbox-relay", config.delivery_timeout)
         // Java's default partitioner: an order's events land on the partition any Kafka client would pick.
         .set("partitioner", "murmur2_random")
+        .set("message.max.bytes", config.max_message_bytes.to_string())
         .create()
+}
+
+/// Whether the broker (or librdkafka on its behalf) refuses this one record whatever is retried: the record
+/// itself is wrong for the broker (too large, malformed). Everything else — the broker or the network down, time-
+/// outs, leader changes, authorisation or topic errors that concern every record alike — fails the round and is
+/// retried with back-off.
+fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::PolicyViolation
+        )
+    )
 }
 
 fn backoff(config: &RelayConfig) -> backon::ExponentialBackoff {
@@ -343,9 +404,26 @@ mod tests {
             max_backoff: Duration::from_secs(3),
             retention: Duration::from_secs(60),
             flush_timeout: Duration::from_secs(1),
+            max_message_bytes: 1_000_000,
         };
         let delays: Vec<Duration> = backoff(&config).take(20).collect();
         assert!(delays[0] < Duration::from_millis(250), "{delays:?}");
         assert!(delays.iter().all(|delay| *delay <= Duration::from_secs(6)), "{delays:?}");
+    }
+
+    #[test]
+    fn a_record_the_broker_cannot_take_is_permanent_and_an_outage_is_not() {
+        assert!(is_permanent(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)));
+        assert!(is_permanent(&KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord)));
+        for transient in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert!(!is_permanent(&KafkaError::MessageProduction(transient)), "{transient:?}");
+        }
+        assert!(!is_permanent(&KafkaError::Canceled));
     }
 }

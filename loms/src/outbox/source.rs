@@ -24,7 +24,8 @@ const PRUNE_CHUNK: i64 = 10_000;
 
 /// The earliest unsent event of each order, in id order, with a backend's event id cast and tail. The
 /// `not exists` is what keeps the order per order: an order's second event is not a candidate while its first one
-/// is unsent (on PostgreSQL, even while another relay holds the first one).
+/// is unsent (on PostgreSQL, even while another relay holds the first one) — or parked: the later events of an
+/// order whose event was set aside wait behind it until it is republished. Parked events are not candidates.
 macro_rules! candidates {
     ($event_id:literal, $tail:literal) => {
         concat!(
@@ -32,7 +33,7 @@ macro_rules! candidates {
             $event_id,
             " as event_id, o.order_id, o.payload, o.traceparent
              from outbox o
-             where o.sent_at is null
+             where o.sent_at is null and o.parked_at is null
                and not exists (
                    select 1 from outbox earlier
                    where earlier.order_id = o.order_id and earlier.sent_at is null and earlier.id < o.id)
@@ -61,10 +62,28 @@ pub(crate) struct OutboxRow {
 /// How far behind the relay is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxLag {
-    /// Events written but not yet acknowledged by the broker.
+    /// Events written but not yet acknowledged by the broker (parked ones not included).
     pub unsent: i64,
     /// Age of the oldest of them; `None` when there is none.
     pub oldest_unsent_age: Option<Duration>,
+    /// Events set aside because the broker refuses them for good, waiting for `loms outbox republish`.
+    pub parked: i64,
+}
+
+/// An event the broker refused for good, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Parked {
+    pub(crate) id: i64,
+    pub(crate) reason: String,
+}
+
+/// Which parked events `republish` returns to the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Republish {
+    /// The one with this event id.
+    Event(uuid::Uuid),
+    /// Every parked event.
+    All,
 }
 
 /// The database the outbox lives in.
@@ -85,6 +104,23 @@ pub(crate) struct Claim {
 }
 
 impl OutboxSource {
+    /// The outbox of the (already migrated) LOMS database `url` names, for a one-off process such as
+    /// `loms outbox republish`; its relay, if any, runs elsewhere.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use minizon_common::db::Backend;
+        Ok(match Backend::of(url).map_err(anyhow::Error::msg)? {
+            Backend::Postgres => Self::Postgres {
+                pool: minizon_common::db::connect_postgres(url, 1).await.context("connect to the LOMS database")?,
+                written: Arc::default(),
+            },
+            Backend::Sqlite => Self::Sqlite {
+                pools: minizon_common::db::connect_sqlite(url, 1).await.context("open the LOMS database")?,
+                written: Arc::default(),
+            },
+        })
+    }
+
     /// Claims up to `batch` events (each order's earliest unsent one).
     pub(crate) async fn claim(&self, batch: u32) -> Result<Claim, sqlx::Error> {
         match self {
@@ -100,9 +136,16 @@ impl OutboxSource {
         }
     }
 
-    /// Marks `acknowledged` sent (when `mark`; otherwise releases the claim untouched — only the crash test hook
-    /// wants that) and ends the claim.
-    pub(crate) async fn finish(&self, claim: Claim, acknowledged: &[i64], mark: bool) -> Result<(), sqlx::Error> {
+    /// Marks `acknowledged` sent and sets `parked` aside with their reasons (when `mark`; otherwise releases the
+    /// claim untouched — only the crash test hook wants that) and ends the claim.
+    pub(crate) async fn finish(
+        &self,
+        claim: Claim,
+        acknowledged: &[i64],
+        parked: &[Parked],
+        mark: bool,
+    ) -> Result<(), sqlx::Error> {
+        let nothing = acknowledged.is_empty() && parked.is_empty();
         match (self, claim.lock) {
             (Self::Postgres { .. }, Some(mut tx)) => {
                 if mark && !acknowledged.is_empty() {
@@ -111,43 +154,117 @@ impl OutboxSource {
                         .execute(&mut *tx)
                         .await?;
                 }
+                if mark && !parked.is_empty() {
+                    let ids: Vec<i64> = parked.iter().map(|p| p.id).collect();
+                    let reasons: Vec<&str> = parked.iter().map(|p| p.reason.as_str()).collect();
+                    sqlx::query(
+                        "update outbox set parked_at = now(), park_reason = p.reason
+                         from unnest($1::bigint[], $2::text[]) as p(id, reason) where outbox.id = p.id",
+                    )
+                    .bind(&ids)
+                    .bind(&reasons)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if mark { tx.commit().await } else { tx.rollback().await }
             }
-            (Self::Sqlite { pools, .. }, _) if mark && !acknowledged.is_empty() => {
+            (Self::Sqlite { pools, .. }, _) if mark && !nothing => {
+                let now = Utc::now().timestamp_millis();
                 let ids = serde_json::to_string(acknowledged).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                 let mut tx = pools.write().await?;
                 sqlx::query("update outbox set sent_at = ?1 where id in (select value from json_each(?2))")
-                    .bind(Utc::now().timestamp_millis())
+                    .bind(now)
                     .bind(ids)
                     .execute(&mut *tx)
                     .await?;
+                // Rare (a broken row), so one statement each.
+                for row in parked {
+                    sqlx::query("update outbox set parked_at = ?1, park_reason = ?2 where id = ?3")
+                        .bind(now)
+                        .bind(&row.reason)
+                        .bind(row.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await
             }
             _ => Ok(()),
         }
     }
 
+    /// Returns parked events to the relay (their later events follow them); how many.
+    pub async fn republish(&self, which: &Republish) -> Result<u64, sqlx::Error> {
+        let done = match (self, which) {
+            (Self::Postgres { pool, .. }, Republish::Event(event_id)) => sqlx::query(
+                "update outbox set parked_at = null, park_reason = null where event_id = $1 and parked_at is not null",
+            )
+            .bind(event_id)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            (Self::Postgres { pool, .. }, Republish::All) => {
+                sqlx::query("update outbox set parked_at = null, park_reason = null where parked_at is not null")
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            (Self::Sqlite { pools, .. }, which) => {
+                let mut tx = pools.write().await?;
+                let done = match which {
+                    Republish::Event(event_id) => sqlx::query(
+                        "update outbox set parked_at = null, park_reason = null where event_id = ?1 and parked_at is not null",
+                    )
+                    .bind(event_id.to_string())
+                    .execute(&mut *tx)
+                    .await?,
+                    Republish::All => {
+                        sqlx::query("update outbox set parked_at = null, park_reason = null where parked_at is not null")
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                };
+                tx.commit().await?;
+                done.rows_affected()
+            }
+        };
+        self.wake();
+        Ok(done)
+    }
+
+    /// Wakes this process's relay (a republish from another process is seen at the next poll).
+    fn wake(&self) {
+        let (Self::Postgres { written, .. } | Self::Sqlite { written, .. }) = self;
+        written.notify_one();
+    }
+
     /// Measures the outbox lag now.
     pub async fn lag(&self) -> Result<OutboxLag, sqlx::Error> {
-        let (unsent, age) = match self {
+        let (unsent, age, parked) = match self {
             Self::Postgres { pool, .. } => {
-                let (unsent, age): (i64, Option<f64>) = sqlx::query_as(
-                    "select count(*), extract(epoch from now() - min(created_at))::float8 from outbox where sent_at is null",
+                let (unsent, age, parked): (i64, Option<f64>, i64) = sqlx::query_as(
+                    "select count(*) filter (where parked_at is null),
+                            extract(epoch from now() - min(created_at) filter (where parked_at is null))::float8,
+                            count(*) filter (where parked_at is not null)
+                     from outbox where sent_at is null",
                 )
                 .fetch_one(pool)
                 .await?;
-                (unsent, age)
+                (unsent, age, parked)
             }
             Self::Sqlite { pools, .. } => {
-                let (unsent, oldest): (i64, Option<i64>) =
-                    sqlx::query_as("select count(*), min(created_at) from outbox where sent_at is null")
-                        .fetch_one(&pools.reader)
-                        .await?;
-                (unsent, oldest.map(|at| (Utc::now().timestamp_millis() - at) as f64 / 1000.0))
+                let (unsent, oldest, parked): (i64, Option<i64>, i64) = sqlx::query_as(
+                    "select count(*) filter (where parked_at is null),
+                            min(created_at) filter (where parked_at is null),
+                            count(*) filter (where parked_at is not null)
+                     from outbox where sent_at is null",
+                )
+                .fetch_one(&pools.reader)
+                .await?;
+                (unsent, oldest.map(|at| (Utc::now().timestamp_millis() - at) as f64 / 1000.0), parked)
             }
         };
         let oldest_unsent_age = age.map(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or_default());
-        Ok(OutboxLag { unsent, oldest_unsent_age })
+        Ok(OutboxLag { unsent, oldest_unsent_age, parked })
     }
 
     /// Deletes sent rows older than `retention`, chunk by chunk.
