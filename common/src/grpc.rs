@@ -72,6 +72,7 @@ impl GrpcServer {
         let incoming = tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(crate::grpc_telemetry::GrpcTelemetryLayer::server())
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await

@@ -277,10 +277,10 @@ impl Record {
 /// event tests cross processes and threads, and their logs are how a failure is understood.
 fn init_logs() {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        minizon_common::telemetry::init(&minizon_common::telemetry::LogArgs {
-            log_format: minizon_common::telemetry::LogFormat::Human,
-            log_filter: filter,
-        });
+        let _ = minizon_common::telemetry::init(
+            "minizon-tests",
+            &minizon_common::telemetry::LogArgs { log_filter: filter, ..Default::default() },
+        );
     }
 }
 
