@@ -284,7 +284,8 @@ fn init_logs() {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (for a child process that must be told its port).
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 
