@@ -89,10 +89,14 @@ pub fn init(service: &'static str, args: &LogArgs) -> Telemetry {
     let tracer = provider.tracer("minizon");
     // Spans at INFO and above (the request, job and event spans) become OpenTelemetry spans, whatever the log
     // filter, so that quieter logs do not cut traces; warnings and errors are attached to their span as events.
+    // The level hint matters: without it the process's maximum level would be TRACE, and every `debug!`/`trace!`
+    // (sqlx's statement log among them) would be built only to be dropped. The decision depends on the callsite
+    // alone, so it is cached per callsite.
     let otel_filter = filter_fn(|meta| {
         let level = *meta.level();
         if meta.is_span() { level <= tracing::Level::INFO } else { level <= tracing::Level::WARN }
-    });
+    })
+    .with_max_level_hint(tracing::Level::INFO);
     let otel = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(otel_filter);
     let installed = tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel).try_init().is_ok();
     if !installed {
