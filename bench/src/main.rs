@@ -10,7 +10,7 @@ use minizon_bench::config::{Cli, Command};
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
-            minizon_common::telemetry::init(&args.log);
+            let _ = minizon_common::telemetry::init("minizon-bench", &args.log);
             // The reports go to the files named by --json and --markdown; standard output carries the logs.
             minizon_bench::run(&args).await?;
             Ok(())

@@ -77,6 +77,10 @@ pub struct Config {
     #[arg(long, env = "CHECKOUT_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Address of the Prometheus `/metrics` endpoint (port 0 picks a free port); `off` serves none.
+    #[arg(long, env = "CHECKOUT_METRICS_ADDR", default_value = "127.0.0.1:9462")]
+    pub metrics_addr: minizon_common::metrics::MetricsAddr,
+
     #[command(flatten)]
     pub log: minizon_common::telemetry::LogArgs,
 }
@@ -87,6 +91,8 @@ impl Config {
         let mut config = Self::parse_from(["checkout"]);
         config.database_url = database_url.into();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // One process may host several servers (tests, the embedded mode): it serves its metrics once, itself.
+        config.metrics_addr = minizon_common::metrics::MetricsAddr::OFF;
         config
     }
 }

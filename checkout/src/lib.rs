@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod products;
+pub mod series;
 pub mod service;
 pub mod startup;
 pub mod storage;

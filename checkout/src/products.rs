@@ -17,11 +17,24 @@ use crate::{
     error::Error,
 };
 
-/// How often the cache answered without asking ProductService.
-#[derive(Debug, Default)]
+/// How often the cache answered without asking ProductService (also exported as Prometheus counters).
+#[derive(Debug)]
 pub struct CacheStats {
     hits: AtomicU64,
     misses: AtomicU64,
+    hits_total: metrics::Counter,
+    misses_total: metrics::Counter,
+}
+
+impl Default for CacheStats {
+    fn default() -> Self {
+        Self {
+            hits: AtomicU64::default(),
+            misses: AtomicU64::default(),
+            hits_total: metrics::counter!(crate::series::CACHE_HITS),
+            misses_total: metrics::counter!(crate::series::CACHE_MISSES),
+        }
+    }
 }
 
 impl CacheStats {
@@ -34,6 +47,16 @@ impl CacheStats {
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
     }
+
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.hits_total.increment(1);
+    }
+
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.misses_total.increment(1);
+    }
 }
 
 /// Cached, rate-limited product look-ups.
@@ -43,13 +66,14 @@ pub struct ProductCatalog {
     // None when caching is switched off (a TTL of zero).
     cache: Option<Cache<Sku, Product>>,
     stats: Arc<CacheStats>,
+    size: metrics::Gauge,
 }
 
 impl ProductCatalog {
     /// Look-ups through `client`, cached for `ttl` (zero: not cached), at most `capacity` products.
     pub fn new(client: ProductClient, ttl: Duration, capacity: u64) -> Self {
         let cache = (!ttl.is_zero()).then(|| Cache::builder().time_to_live(ttl).max_capacity(capacity).build());
-        Self { client, cache, stats: Arc::default() }
+        Self { client, cache, stats: Arc::default(), size: metrics::gauge!(crate::series::CACHE_ENTRIES) }
     }
 
     /// The hit and miss counters.
@@ -60,7 +84,7 @@ impl ProductCatalog {
     /// The product's name and price. Concurrent misses of one sku share one ProductService call.
     pub async fn product(&self, sku: Sku, deadline: Deadline) -> Result<Product, Error> {
         let Some(cache) = &self.cache else {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            self.stats.miss();
             return self.client.get_product(sku, deadline).await;
         };
         let entry = match cache.entry(sku).or_try_insert_with(self.client.get_product(sku, deadline)).await {
@@ -76,8 +100,13 @@ impl ProductCatalog {
                 error => return Err(error),
             },
         };
-        let counter = if entry.is_fresh() { &self.stats.misses } else { &self.stats.hits };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if entry.is_fresh() {
+            self.stats.miss();
+            // moka's count is an atomic read (approximate until its housekeeping runs): cheap enough per fetch.
+            self.size.set(cache.entry_count() as f64);
+        } else {
+            self.stats.hit();
+        }
         Ok(entry.into_value())
     }
 }

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use minizon_common::grpc::GrpcServer;
+use minizon_common::{grpc::GrpcServer, metrics::MetricsEndpoint};
 use minizon_proto::checkout::checkout_v1_server::CheckoutV1Server;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ const CACHE_LOG_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Application {
     server: GrpcServer,
+    metrics: Option<MetricsEndpoint>,
     storage: Storage,
     cache_stats: Arc<CacheStats>,
 }
@@ -38,6 +39,11 @@ impl Application {
     /// Creates and migrates the database (PostgreSQL or SQLite, as its URL says), sets up the (lazily connecting)
     /// clients of LOMS and ProductService, and binds the listen address. LOMS and ProductService need not be up yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // First, so that the series registered while starting (pool gauges, cache counters) have a recorder.
+        let metrics = MetricsEndpoint::bind_if(config.metrics_addr)
+            .await
+            .with_context(|| format!("bind the metrics endpoint to {}", config.metrics_addr))?;
+        crate::series::describe();
         let storage = Storage::connect(&config.database_url, config.db_max_connections).await?;
 
         let loms = LomsClient::new(&LomsClientSettings {
@@ -71,12 +77,17 @@ impl Application {
             cache_ttl = ?config.product_cache_ttl,
             "checkout ready"
         );
-        Ok(Self { server, storage, cache_stats })
+        Ok(Self { server, metrics, storage, cache_stats })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The address of the `/metrics` endpoint, when this server serves one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// The product cache's hit and miss counters.
@@ -98,10 +109,14 @@ impl Application {
             shutdown.clone(),
         );
         let cache_log = tokio::spawn(log_cache_stats(self.cache_stats, shutdown.clone()));
+        let metrics = self.metrics.map(|endpoint| endpoint.spawn(shutdown.clone()));
         let served = self.server.serve(shutdown.clone()).await.context("serve gRPC");
         // The server can also stop on its own (an error): the background tasks must stop with it.
         shutdown.cancel();
         let _ = tokio::join!(health, cache_log);
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         self.storage.close().await;
         served
     }

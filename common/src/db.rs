@@ -29,7 +29,8 @@ pub async fn ensure_postgres_database(url: &str) -> anyhow::Result<()> {
 /// each).
 pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.log_statements(tracing::log::LevelFilter::Trace);
-    PgPoolOptions::new()
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
@@ -37,7 +38,9 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         // statement instead, which maps to UNAVAILABLE like any outage.
         .test_before_acquire(false)
         .connect_with(options)
-        .await
+        .await?;
+    report_pool(pool.clone(), name);
+    Ok(pool)
 }
 
 /// True when the error is transient: the database cannot be reached now, or cannot do the work now (busy,
@@ -196,6 +199,7 @@ pub async fn connect_sqlite(url: &str, readers: u32) -> Result<SqlitePools, sqlx
             .max_lifetime(None)
             .connect_with(options)
             .await?;
+        report_pool(pool.clone(), "memory".to_owned());
         return Ok(SqlitePools { writer: pool.clone(), reader: pool });
     }
     // WAL keeps readers off the writer's back; NORMAL sync is durable across process crashes in WAL mode.
@@ -205,7 +209,11 @@ pub async fn connect_sqlite(url: &str, readers: u32) -> Result<SqlitePools, sqlx
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.clone())
         .await?;
+    let name =
+        options.get_filename().file_stem().map_or_else(|| "sqlite".into(), |stem| stem.to_string_lossy().into_owned());
     let reader = SqlitePoolOptions::new().max_connections(readers.max(1)).connect_with(options.read_only(true)).await?;
+    report_pool(writer.clone(), format!("{name}-writer"));
+    report_pool(reader.clone(), format!("{name}-reader"));
     Ok(SqlitePools { writer, reader })
 }
 
@@ -246,6 +254,38 @@ impl Backend {
             Err(format!("unsupported database URL {url:?}: use postgres://… or sqlite://…"))
         }
     }
+}
+
+/// Connections a pool holds, by `pool` and `state` (`idle`, `in_use`).
+pub const POOL_CONNECTIONS: &str = "db_pool_connections";
+/// Most connections a pool may open, by `pool`.
+pub const POOL_MAX_CONNECTIONS: &str = "db_pool_max_connections";
+
+/// How often the pool gauges are refreshed.
+const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Registers the help texts of the pool series.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(POOL_CONNECTIONS, "Database connections of a pool, idle or in use.");
+    metrics::describe_gauge!(POOL_MAX_CONNECTIONS, "Most connections a database pool may open.");
+}
+
+/// Refreshes the pool's gauges every few seconds until the pool closes. `name` is the `pool` label.
+fn report_pool<DB: sqlx::Database>(pool: sqlx::Pool<DB>, name: String) {
+    tokio::spawn(async move {
+        let max = f64::from(pool.options().get_max_connections());
+        metrics::gauge!(POOL_MAX_CONNECTIONS, "pool" => name.clone()).set(max);
+        let idle = metrics::gauge!(POOL_CONNECTIONS, "pool" => name.clone(), "state" => "idle");
+        let in_use = metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "in_use");
+        while !pool.is_closed() {
+            let (size, free) = (pool.size(), pool.num_idle());
+            idle.set(free as f64);
+            in_use.set(f64::from(size).max(free as f64) - free as f64);
+            tokio::time::sleep(POOL_METRICS_EVERY).await;
+        }
+        idle.set(0.0);
+        in_use.set(0.0);
+    });
 }
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ impl GrpcServer {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_to_internal))
+            .layer(crate::grpc_telemetry::GrpcTelemetryLayer::server())
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await

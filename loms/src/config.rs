@@ -47,6 +47,10 @@ pub struct Config {
     #[command(flatten)]
     pub outbox: crate::outbox::RelayConfig,
 
+    /// Address of the Prometheus `/metrics` endpoint (port 0 picks a free port); `off` serves none.
+    #[arg(long, env = "LOMS_METRICS_ADDR", default_value = "127.0.0.1:9461")]
+    pub metrics_addr: minizon_common::metrics::MetricsAddr,
+
     #[command(flatten)]
     pub log: minizon_common::telemetry::LogArgs,
 }
@@ -57,6 +61,8 @@ impl Config {
         let mut config = Self::parse_from(["loms"]);
         config.database_url = database_url.into();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // One process may host several servers (tests, the embedded mode): it serves its metrics once, itself.
+        config.metrics_addr = minizon_common::metrics::MetricsAddr::OFF;
         // No broker needed: tests that want events turn the relay on and point it at theirs.
         config.outbox.enabled = false;
         config

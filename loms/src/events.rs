@@ -19,6 +19,8 @@ pub struct OutboxEvent {
     pub event_id: Uuid,
     pub order_id: OrderId,
     pub payload: String,
+    /// The W3C trace parent of the request (or job) that made the change, for the event's `traceparent` header.
+    pub traceparent: Option<String>,
 }
 
 /// Builds the event for one transition of an order.
@@ -46,7 +48,7 @@ pub fn order_status_changed(
         previous_items: Vec::new(),
     };
     let payload = serde_json::to_string(&event).expect("a generated message always serialises to JSON");
-    OutboxEvent { event_id, order_id, payload }
+    OutboxEvent { event_id, order_id, payload, traceparent: minizon_common::telemetry::current_traceparent() }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod events;
 pub mod grpc;
 pub mod jobs;
 pub mod outbox;
+pub mod series;
 pub mod startup;
 pub mod stock_file;
 pub mod storage;

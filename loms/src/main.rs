@@ -69,28 +69,38 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command.unwrap_or_else(|| Command::Serve(Box::new(Config::parse_from(["loms"])))) {
         Command::Serve(config) => serve(*config).await,
         Command::Stock(StockCommand::Import { file, database_url, log }) => {
-            minizon_common::telemetry::init(&log);
-            import(&file, &database_url).await
+            let telemetry = minizon_common::telemetry::init("loms", &log);
+            let imported = import(&file, &database_url).await;
+            telemetry.shutdown();
+            imported
         }
         Command::Outbox(OutboxCommand::Republish { event_id, all: _, database_url, log }) => {
-            minizon_common::telemetry::init(&log);
+            let telemetry = minizon_common::telemetry::init("loms", &log);
             let which = event_id.map_or(Republish::All, Republish::Event);
-            let source = OutboxSource::connect(&database_url).await?;
-            let republished = source.republish(&which).await.context("republish")?;
-            if republished == 0 {
-                anyhow::bail!("no parked event matches {which:?}");
-            }
-            tracing::info!(republished, "parked outbox events returned to the relay: published at its next poll");
-            Ok(())
+            let republished = republish(&which, &database_url).await;
+            telemetry.shutdown();
+            republished
         }
     }
 }
 
+/// Returns parked outbox events to the relay (`loms outbox republish`).
+async fn republish(which: &Republish, database_url: &str) -> anyhow::Result<()> {
+    let source = OutboxSource::connect(database_url).await?;
+    let republished = source.republish(which).await.context("republish")?;
+    if republished == 0 {
+        anyhow::bail!("no parked event matches {which:?}");
+    }
+    tracing::info!(republished, "parked outbox events returned to the relay: published at its next poll");
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    minizon_common::telemetry::init(&config.log);
+    let telemetry = minizon_common::telemetry::init("loms", &config.log);
     let shutdown = minizon_common::shutdown::on_signal();
-    let app = Application::build(config).await?;
-    app.run_until_stopped(shutdown).await
+    let result = async { Application::build(config).await?.run_until_stopped(shutdown).await }.await;
+    telemetry.shutdown();
+    result
 }
 
 async fn import(file: &std::path::Path, database_url: &str) -> anyhow::Result<()> {

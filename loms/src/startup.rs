@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use minizon_common::grpc::{GrpcServer, set_health};
+use minizon_common::{
+    grpc::{GrpcServer, set_health},
+    metrics::MetricsEndpoint,
+};
 use minizon_proto::loms::{loms_admin_v1_server::LomsAdminV1Server, loms_v1_server::LomsV1Server};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +27,7 @@ pub const OUTBOX_HEALTH: &str = "loms.OutboxRelay";
 #[derive(Debug)]
 pub struct Application {
     server: GrpcServer,
+    metrics: Option<MetricsEndpoint>,
     storage: Storage,
     config: Config,
 }
@@ -31,6 +35,9 @@ pub struct Application {
 impl Application {
     /// Connects to (and migrates) the database and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // First, so that the series registered while starting (pool gauges) have a recorder.
+        let metrics = MetricsEndpoint::bind_if(config.metrics_addr).await?;
+        crate::series::describe();
         let storage = Storage::connect(&config.database_url, config.db_max_connections, config.stock_cache_ttl).await?;
         let mut server = GrpcServer::bind(config.listen).await?;
         server.advertise(SERVICES);
@@ -41,7 +48,7 @@ impl Application {
                 AdminService::new(storage.stocks()),
                 AdminToken::new(config.admin_token.clone()),
             ));
-        Ok(Self { server, storage, config })
+        Ok(Self { server, metrics, storage, config })
     }
 
     /// The address the server listens on (the real port when configured with port 0).
@@ -49,9 +56,15 @@ impl Application {
         self.server.local_addr()
     }
 
+    /// The address of the `/metrics` endpoint, when this server serves one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
+    }
+
     /// Serves until `shutdown` is cancelled, then drains requests and stops the background jobs.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { server, storage, config } = self;
+        let Self { server, metrics, storage, config } = self;
+        let metrics = metrics.map(|endpoint| endpoint.spawn(shutdown.clone()));
         let health = server.health();
         set_health(&health, SERVICES, true).await;
         let probe = storage.clone();
@@ -82,6 +95,9 @@ impl Application {
             relay.shutdown().await;
         }
         let _ = health_watch.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         storage.close().await;
         tracing::info!("LOMS stopped");
         served.map_err(Into::into)

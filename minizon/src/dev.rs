@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
-use minizon_common::telemetry::LogArgs;
+use minizon_common::{
+    metrics::{MetricsAddr, MetricsEndpoint},
+    telemetry::LogArgs,
+};
 use minizon_proto::loms::{ImportStockRequest, ListStockRequest, loms_admin_v1_client::LomsAdminV1Client};
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::task::JoinHandle;
@@ -40,6 +43,10 @@ pub struct DevConfig {
     #[arg(long, env = "PRODUCT_SERVICE_LISTEN", default_value = "127.0.0.1:50053")]
     pub product_listen: SocketAddr,
 
+    /// Address of the one Prometheus `/metrics` endpoint of the whole stack; `off` serves none.
+    #[arg(long, env = "MINIZON_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: MetricsAddr,
+
     /// Bootstrap address of the embedded Kafka-protocol broker.
     #[arg(long, env = "KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
     pub kafka_listen: SocketAddr,
@@ -67,6 +74,8 @@ pub struct Addresses {
     pub checkout: SocketAddr,
     pub product: SocketAddr,
     pub kafka: SocketAddr,
+    /// The `/metrics` endpoint, when one is served.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One service running on its own shutdown token, so the stack can stop them in order.
@@ -117,6 +126,10 @@ impl DevStack {
             Ok(format!("sqlite://{}", config.data_dir.join(format!("{name}.db")).display()))
         };
 
+        // Before the services, so that everything they register lands in the one recorder this endpoint serves.
+        let metrics = MetricsEndpoint::bind_if(config.metrics_addr)
+            .await
+            .with_context(|| format!("bind the metrics endpoint to {}", config.metrics_addr))?;
         let mut loms_config = loms::Config::for_database(database("loms")?);
         let broker = EmbeddedBroker::start(
             config.kafka_listen,
@@ -153,13 +166,18 @@ impl DevStack {
             checkout: checkout.local_addr(),
             product: product.local_addr(),
             kafka: broker.bootstrap(),
+            metrics: metrics.as_ref().map(MetricsEndpoint::local_addr),
         };
-        let services = vec![
+        let mut services = vec![
             Running::spawn("Checkout", |stop| checkout.run_until_stopped(stop)),
             Running::spawn("ProductService", |stop| product.run_until_stopped(stop)),
             Running::spawn("LOMS", |stop| loms.run_until_stopped(stop)),
             Running::spawn("Notifications", |stop| notifications.run_until_stopped(stop)),
         ];
+        if let Some(metrics) = metrics {
+            // Last in the stop order: it reports on the others until they are gone.
+            services.push(Running::spawn("metrics", |stop| async move { Ok(metrics.serve(stop).await?) }));
+        }
         let stack = Self { addresses, broker, services };
         seed_stock(addresses.loms, &config.admin_token).await?;
         Ok(stack)

@@ -24,13 +24,18 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Command::Dev(config) = Cli::parse().command;
-    minizon_common::telemetry::init(&config.log);
+    let telemetry = minizon_common::telemetry::init("minizon", &config.log);
     let shutdown = minizon_common::shutdown::on_signal();
-    let stack = DevStack::start(&config).await?;
-    // The cheat sheet is the command's user-facing output, so it goes to stdout, whole, in one write.
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(cheat_sheet::render(&stack.addresses()).as_bytes())?;
-    stdout.flush()?;
-    drop(stdout);
-    stack.run_until_stopped(shutdown).await
+    let result = async {
+        let stack = DevStack::start(&config).await?;
+        // The cheat sheet is the command's user-facing output, so it goes to stdout, whole, in one write.
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(cheat_sheet::render(&stack.addresses()).as_bytes())?;
+        stdout.flush()?;
+        drop(stdout);
+        stack.run_until_stopped(shutdown).await
+    }
+    .await;
+    telemetry.shutdown();
+    result
 }

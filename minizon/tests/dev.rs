@@ -23,6 +23,8 @@ struct Dev {
     child: Child,
     loms: String,
     checkout: String,
+    /// The one `/metrics` URL of the stack.
+    metrics: String,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -35,6 +37,7 @@ impl Dev {
             .arg(data_dir)
             .args(["--loms-listen", "127.0.0.1:0", "--checkout-listen", "127.0.0.1:0"])
             .args(["--product-listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -50,13 +53,14 @@ impl Dev {
             }
         });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut loms, mut checkout) = (None, None);
+        let (mut loms, mut checkout, mut metrics) = (None, None, None);
         let read = async {
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut words = line.split_whitespace();
                 match (words.next(), words.next()) {
                     (Some("LOMS"), Some(addr)) => loms = Some(format!("http://{addr}")),
                     (Some("Checkout"), Some(addr)) => checkout = Some(format!("http://{addr}")),
+                    (Some("Metrics"), Some(url)) => metrics = Some(url.to_owned()),
                     _ => {}
                 }
                 if line.starts_with("Ctrl-C") {
@@ -67,10 +71,10 @@ impl Dev {
         let printed = tokio::time::timeout(Duration::from_secs(60), read).await;
         let logs = stderr.lock().unwrap().join("\n");
         assert!(printed.is_ok(), "minizon dev printed no cheat sheet within 60 s; its log:\n{logs}");
-        let (Some(loms), Some(checkout)) = (loms, checkout) else {
-            panic!("the cheat sheet names no LOMS / Checkout address; its log:\n{logs}");
+        let (Some(loms), Some(checkout), Some(metrics)) = (loms, checkout, metrics) else {
+            panic!("the cheat sheet names no LOMS / Checkout / Metrics address; its log:\n{logs}");
         };
-        Self { child, loms, checkout, stderr }
+        Self { child, loms, checkout, metrics, stderr }
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit.
@@ -114,6 +118,17 @@ async fn the_dev_stack_serves_the_purchase_path_and_prints_its_notifications() {
     let order = loms.list_order(ListOrderRequest { order_id }).await.unwrap().into_inner();
     assert_eq!(order.status(), OrderStatus::Payed);
     dev.wait_for_log(&format!("Order #{order_id} is paid")).await;
+    // One endpoint for the whole stack: Checkout's Purchase and its call to LOMS are both there.
+    let exposition = reqwest::get(&dev.metrics).await.unwrap().text().await.unwrap();
+    let counted = |series: &str, method: &str| {
+        exposition.lines().any(|line| {
+            line.starts_with(series)
+                && line.contains(&format!(r#"grpc_method="{method}""#))
+                && line.contains(r#"grpc_code="OK""#)
+        })
+    };
+    assert!(counted("grpc_server_handled_total{", "Purchase"), "no Purchase in:\n{exposition}");
+    assert!(counted("grpc_client_handled_total{", "CreateOrder"), "no CreateOrder call in:\n{exposition}");
     dev.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -93,6 +93,10 @@ pub struct Config {
     #[arg(long, env = "NOTIFICATIONS_RETRY_MAX_DELAY", default_value = "10s", value_parser = humantime::parse_duration)]
     pub retry_max_delay: Duration,
 
+    /// Address of the Prometheus `/metrics` endpoint (port 0 picks a free port); `off` serves none.
+    #[arg(long, env = "NOTIFICATIONS_METRICS_ADDR", default_value = "127.0.0.1:9463")]
+    pub metrics_addr: minizon_common::metrics::MetricsAddr,
+
     #[command(flatten)]
     pub log: minizon_common::telemetry::LogArgs,
 }
@@ -103,6 +107,8 @@ impl Config {
         let mut config = Self::parse_from(["notifications"]);
         config.database_url = database_url.into();
         config.kafka_brokers = kafka_brokers.into();
+        // One process may host several workers (tests, the embedded mode): it serves its metrics once, itself.
+        config.metrics_addr = minizon_common::metrics::MetricsAddr::OFF;
         config
     }
 }

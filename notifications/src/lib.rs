@@ -9,6 +9,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod event;
 pub mod message;
+pub mod series;
 pub mod sinks;
 pub mod startup;
 pub mod store;

@@ -6,8 +6,9 @@ use notifications::{Application, Config};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    minizon_common::telemetry::init(&config.log);
+    let telemetry = minizon_common::telemetry::init("notifications", &config.log);
     let shutdown = minizon_common::shutdown::on_signal();
-    let app = Application::build(config).await?;
-    app.run_until_stopped(shutdown).await
+    let result = async { Application::build(config).await?.run_until_stopped(shutdown).await }.await;
+    telemetry.shutdown();
+    result
 }

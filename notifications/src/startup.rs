@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use minizon_common::metrics::MetricsEndpoint;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -22,6 +23,7 @@ const DEAD_LETTER_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A worker ready to run: database migrated, consumer subscribed, sinks configured.
 pub struct Application {
     config: Config,
+    metrics: Option<MetricsEndpoint>,
     consumer: EventConsumer,
     dead_letters: DeadLetters,
     store: ProcessedEvents,
@@ -43,6 +45,11 @@ impl Application {
     /// consumer group. The broker need not be up yet: the consumer connects (and reconnects) in the background.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let sinks = Sink::from_config(&config)?;
+        // First, so that the series registered while starting (pool gauges) have a recorder.
+        let metrics = MetricsEndpoint::bind_if(config.metrics_addr)
+            .await
+            .with_context(|| format!("bind the metrics endpoint to {}", config.metrics_addr))?;
+        crate::series::describe();
         let store = ProcessedEvents::connect(&config.database_url, config.db_max_connections).await?;
         let dead_letters =
             DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, DEAD_LETTER_DELIVERY_TIMEOUT)
@@ -55,12 +62,18 @@ impl Application {
             sinks = ?sinks.iter().map(Sink::name).collect::<Vec<_>>(),
             "notifications worker ready"
         );
-        Ok(Self { config, consumer, dead_letters, store, sinks })
+        Ok(Self { config, metrics, consumer, dead_letters, store, sinks })
+    }
+
+    /// The address of the `/metrics` endpoint, when this worker serves one.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::local_addr)
     }
 
     /// Consumes until `shutdown`, finishing the event in hand, committing offsets and leaving the group.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let store = self.store.clone();
+        let metrics = self.metrics.map(|endpoint| endpoint.spawn(shutdown.clone()));
         let pruning = tokio::spawn(prune(self.store.clone(), self.config.dedup_retention, shutdown.clone()));
         let worker =
             Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.sinks, shutdown.clone());
@@ -68,6 +81,9 @@ impl Application {
         // The worker stops on shutdown only; make sure the pruning stops with it however the worker ended.
         shutdown.cancel();
         let pruned = pruning.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         // Nothing uses the database any more. Closing it on SQLite checkpoints the write-ahead log, so the file
         // alone holds every delivery when the process is gone.
         store.close().await;

@@ -32,7 +32,11 @@ use crate::{
 #[derive(Debug, Clone, Copy)]
 pub struct LoggingContext;
 
-impl ClientContext for LoggingContext {}
+impl ClientContext for LoggingContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::series::consumer_lag(&statistics);
+    }
+}
 
 impl ConsumerContext for LoggingContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -123,6 +127,8 @@ pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
         .set("auto.commit.interval.ms", "1000")
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000")
+        // The consumer lag gauge comes from librdkafka's statistics.
+        .set("statistics.interval.ms", "5000")
         .create_with_context(LoggingContext)?;
     consumer.subscribe(&[&config.topic])?;
     Ok(EventConsumer(Some(consumer)))
@@ -203,17 +209,29 @@ impl Worker {
                 }
             };
             errors = self.dependency_backoff.build();
+            let traceparent = minizon_common::kafka::header_str(&message, HEADER_TRACEPARENT);
             let span = tracing::info_span!(
                 "event",
+                otel.name = format!("{} process", message.topic()),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
                 partition = message.partition(),
                 offset = message.offset(),
-                traceparent = minizon_common::kafka::header_str(&message, HEADER_TRACEPARENT).unwrap_or(""),
+                traceparent = traceparent.unwrap_or(""),
+                trace_id = tracing::field::Empty,
             );
+            // The handling continues the trace of the change (the relay's publish span names it in the header).
+            if let Some(traceparent) = traceparent {
+                use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+                let _ = span.set_parent(minizon_common::telemetry::propagation::context_from_traceparent(traceparent));
+            }
+            minizon_common::telemetry::record_trace_id(&span);
             // The record in hand is finished even when shutdown arrives meanwhile: only an unavailable
             // dependency makes `handle` give up early.
             if self.handle(&message).instrument(span).await == Outcome::Interrupted {
                 break;
             }
+            metrics::counter!(crate::series::HANDLED).increment(1);
             if let Err(error) = self.consumer.get().store_offset_from_message(&message) {
                 // The partition was revoked meanwhile; its new owner will see the record again and de-duplicate.
                 tracing::warn!(%error, "cannot store the offset");
@@ -267,6 +285,7 @@ impl Worker {
             None => return Ok(Outcome::Interrupted),
             Some(None) => {
                 tracing::debug!(sink = sink.name(), %event_id, "already notified: skipping the duplicate");
+                metrics::counter!(crate::series::DEDUPLICATED, "sink" => sink.name()).increment(1);
                 return Ok(Outcome::Done);
             }
             Some(Some(claim)) => claim,
@@ -275,7 +294,15 @@ impl Worker {
             .retry(self.sink_backoff)
             .sleep(tokio::time::sleep)
             .when(SinkError::is_transient)
-            .notify(|error, delay| tracing::info!(sink = sink.name(), %error, ?delay, "sink failed: retrying"))
+            .notify(|error, delay| {
+                tracing::info!(sink = sink.name(), %error, ?delay, "sink failed: retrying");
+                metrics::counter!(crate::series::RETRIED, "sink" => sink.name()).increment(1);
+            })
+            .instrument(tracing::info_span!(
+                "sink",
+                otel.name = format!("notify {}", sink.name()),
+                otel.kind = "client"
+            ))
             .await;
         // A failed delivery drops the claim (rollback), so a later redelivery of the event tries again.
         sent?;
@@ -297,6 +324,7 @@ impl Worker {
         match published {
             Some(()) => {
                 tracing::info!(topic = self.dead_letters.topic(), reason, "dead-lettered");
+                metrics::counter!(crate::series::DEAD_LETTERED).increment(1);
                 Outcome::Done
             }
             None => Outcome::Interrupted,

@@ -33,6 +33,10 @@ pub struct Config {
     #[arg(long, env = "PRODUCT_SERVICE_RATE_LIMIT")]
     pub rate_limit: Option<NonZeroU32>,
 
+    /// Address of the Prometheus `/metrics` endpoint (port 0 picks a free port); `off` serves none.
+    #[arg(long, env = "PRODUCT_SERVICE_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    pub metrics_addr: minizon_common::metrics::MetricsAddr,
+
     #[command(flatten)]
     pub log: minizon_common::telemetry::LogArgs,
 }
@@ -42,6 +46,8 @@ impl Config {
     pub fn on_free_port() -> Self {
         let mut config = Self::parse_from(["product-service"]);
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        // One process may host several servers (tests, the embedded mode): it serves its metrics once, itself.
+        config.metrics_addr = minizon_common::metrics::MetricsAddr::OFF;
         config
     }
 }

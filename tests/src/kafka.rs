@@ -277,14 +277,15 @@ impl Record {
 /// event tests cross processes and threads, and their logs are how a failure is understood.
 fn init_logs() {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        minizon_common::telemetry::init(&minizon_common::telemetry::LogArgs {
-            log_format: minizon_common::telemetry::LogFormat::Human,
-            log_filter: filter,
-        });
+        let _ = minizon_common::telemetry::init(
+            "minizon-tests",
+            &minizon_common::telemetry::LogArgs { log_filter: filter, ..Default::default() },
+        );
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (for a child process that must be told its port).
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
 

@@ -32,6 +32,8 @@ pub type AdminClient = LomsAdminV1Client<InterceptedService<Channel, BearerToken
 #[derive(Debug)]
 pub struct TestLoms {
     pub addr: SocketAddr,
+    /// The `/metrics` endpoint, when the settings asked for one.
+    pub metrics: Option<SocketAddr>,
     pub db: TestDb,
     pub config: Config,
     shutdown: CancellationToken,
@@ -55,9 +57,10 @@ impl TestLoms {
     async fn launch(db: TestDb, config: Config) -> Self {
         let app = Application::build(config.clone()).await.expect("LOMS starts");
         let addr = app.local_addr();
+        let metrics = app.metrics_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { addr, db, config, shutdown, task }
+        Self { addr, metrics, db, config, shutdown, task }
     }
 
     /// `http://addr`, for clients.

@@ -9,9 +9,9 @@ use backon::ExponentialBuilder;
 use minizon_proto::loms::{
     CreateOrderRequest, Item, ListOrderRequest, OrderStatus, StocksRequest, loms_v1_client::LomsV1Client,
 };
-use tonic::{Code, metadata::MetadataValue, transport::Channel};
+use tonic::{Code, metadata::MetadataValue};
 
-use super::{Deadline, Failure, with_retries};
+use super::{Deadline, Failure, TracedChannel, with_retries};
 use crate::{
     domain::{CartLine, OrderId, Sku, UserId},
     error::{Dependency, Error},
@@ -56,7 +56,7 @@ pub struct LomsClientSettings {
 /// A LOMS client. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct LomsClient {
-    inner: LomsV1Client<Channel>,
+    inner: LomsV1Client<TracedChannel>,
     timeout: Duration,
     backoff: ExponentialBuilder,
 }

@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use backon::ExponentialBuilder;
 use tokio::time::Instant;
-use tonic::{
-    Code, Status,
-    metadata::MetadataMap,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, Status, metadata::MetadataMap, transport::Endpoint};
 
 pub use loms::LomsClient;
+pub use minizon_common::grpc_telemetry::TracedChannel;
 pub use product::ProductClient;
 
 use crate::error::{Dependency, Error};
@@ -47,15 +44,18 @@ impl Deadline {
 }
 
 /// A channel that connects on first use and reconnects after failures, so that Checkout starts (and keeps
-/// running) while a dependency is down, and recovers by itself when it is back.
-pub(crate) fn lazy_channel(url: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        // Pings notice a peer that vanished without closing the connection.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect_lazy())
+/// running) while a dependency is down, and recovers by itself when it is back. Every call through it is counted
+/// and timed, and carries the current trace context.
+pub(crate) fn lazy_channel(url: &str, connect_timeout: Duration) -> Result<TracedChannel, tonic::transport::Error> {
+    Ok(minizon_common::grpc_telemetry::traced(
+        Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            // Pings notice a peer that vanished without closing the connection.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_lazy(),
+    ))
 }
 
 /// How a client retries: a few attempts with jittered exponential backoff, never past the deadline.

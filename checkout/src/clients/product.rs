@@ -7,9 +7,9 @@ use backon::ExponentialBuilder;
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 use minizon_proto::product::{GetProductRequest, product_service_client::ProductServiceClient};
 use secrecy::{ExposeSecret, SecretString};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
-use super::{Deadline, Failure, with_retries};
+use super::{Deadline, Failure, TracedChannel, with_retries};
 use crate::{
     domain::{Product, Sku},
     error::{Dependency, Error},
@@ -35,10 +35,11 @@ pub struct ProductClientSettings {
 /// A ProductService client. Cheap to clone; clones share the connection and the rate limiter.
 #[derive(Debug, Clone)]
 pub struct ProductClient {
-    inner: ProductServiceClient<Channel>,
+    inner: ProductServiceClient<TracedChannel>,
     token: SecretString,
     timeout: Duration,
     limiter: Arc<DefaultDirectRateLimiter>,
+    limiter_wait: metrics::Histogram,
     backoff: ExponentialBuilder,
 }
 
@@ -52,6 +53,7 @@ impl ProductClient {
             token: settings.token.clone(),
             timeout: settings.timeout,
             limiter: Arc::new(RateLimiter::direct(quota)),
+            limiter_wait: metrics::histogram!(crate::series::RATE_LIMITER_WAIT),
             backoff: super::backoff(settings.attempts),
         })
     }
@@ -65,7 +67,10 @@ impl ProductClient {
         let dependency = Dependency::ProductService;
         // Polling jitter keeps the waiters of a busy limiter from waking all at once.
         let turn = self.limiter.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(5)));
-        if tokio::time::timeout(deadline.remaining(), turn).await.is_err() {
+        let waiting = std::time::Instant::now();
+        let waited = tokio::time::timeout(deadline.remaining(), turn).await;
+        self.limiter_wait.record(waiting.elapsed().as_secs_f64());
+        if waited.is_err() {
             return Err(Failure::permanent(Error::DeadlineExceeded { dependency }));
         }
         let timeout = self.timeout.min(deadline.remaining());

@@ -51,9 +51,12 @@ impl UnpaidTimeoutJob {
     }
 }
 
-/// Cancels overdue orders, batch after batch, until none are due. Returns how many it cancelled.
-#[tracing::instrument(skip_all)]
+/// Cancels overdue orders, batch after batch, until none are due. Returns how many it cancelled. Each sweep is a
+/// trace of its own (the root of the cancellations' events).
+#[tracing::instrument(skip_all, parent = None, fields(trace_id = tracing::field::Empty))]
 pub async fn sweep(store: &dyn OrderStore, batch: u32) -> usize {
+    minizon_common::telemetry::record_trace_id(&tracing::Span::current());
+    let started = std::time::Instant::now();
     let mut cancelled = 0;
     loop {
         match store.cancel_overdue(batch).await {
@@ -66,9 +69,12 @@ pub async fn sweep(store: &dyn OrderStore, batch: u32) -> usize {
             }
             Err(error) => {
                 tracing::warn!(%error, "unpaid-order sweep failed; the next tick retries");
+                metrics::counter!(crate::series::SWEEP_FAILURES).increment(1);
                 break;
             }
         }
     }
+    metrics::counter!(crate::series::SWEEP_CANCELLED).increment(cancelled as u64);
+    metrics::histogram!(crate::series::SWEEP_DURATION).record(started.elapsed().as_secs_f64());
     cancelled
 }

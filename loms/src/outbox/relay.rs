@@ -10,6 +10,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use minizon_common::kafka::{
     HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, HEADER_TRACEPARENT, idempotent_producer_config,
 };
+use opentelemetry::trace::TraceContextExt as _;
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
@@ -18,6 +19,8 @@ use rdkafka::{
 use sqlx::PgPool;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{
     RelayConfig,
@@ -195,16 +198,29 @@ impl Relay {
             self.source.finish(claim, &[], &[], false).await?;
             return Ok(0);
         }
+        // The relay's own trace: one per round that found events. Each event's publish span continues the trace of
+        // the request that wrote it, linked to this round.
+        let round_span = tracing::info_span!(parent: None, "outbox relay round", events = rows.len(), trace_id = tracing::field::Empty);
+        minizon_common::telemetry::record_trace_id(&round_span);
         // Enqueue everything first, then wait: librdkafka batches the round into few produce requests.
-        let pending: Vec<(&OutboxRow, Result<DeliveryFuture, KafkaError>)> =
-            rows.iter().map(|row| (row, self.enqueue(row))).collect();
+        let pending: Vec<(&OutboxRow, tracing::Span, Result<DeliveryFuture, KafkaError>)> = rows
+            .iter()
+            .map(|row| {
+                let span = self.publish_span(row, &round_span);
+                let delivery = self.enqueue(row, &span);
+                (row, span, delivery)
+            })
+            .collect();
         let mut acknowledged = Vec::with_capacity(rows.len());
         let mut parked = Vec::new();
         let mut first_error = None;
-        for (row, delivery) in pending {
+        for (row, span, delivery) in pending {
             let refused_locally = delivery.is_err();
-            match acknowledgement(delivery).await {
-                Ok(()) => acknowledged.push(row.id),
+            match acknowledgement(delivery).instrument(span.clone()).await {
+                Ok(()) => {
+                    acknowledged.push(row.id);
+                    crate::series::transition_published(&row.payload);
+                }
                 Err(error) if is_permanent(&error) => {
                     tracing::error!(
                         event_id = %row.event_id,
@@ -221,11 +237,14 @@ impl Relay {
                     parked.push(Parked { id: row.id, reason: error.to_string() });
                 }
                 Err(error) => {
+                    span.record("otel.status_code", "ERROR");
+                    metrics::counter!(crate::series::PUBLISH_FAILURES).increment(1);
                     first_error.get_or_insert(error);
                 }
             }
         }
-        self.source.finish(claim, &acknowledged, &parked, mark).await?;
+        metrics::counter!(crate::series::EVENTS_PUBLISHED).increment(acknowledged.len() as u64);
+        self.source.finish(claim, &acknowledged, &parked, mark).instrument(round_span).await?;
         if mark && !parked.is_empty() {
             let count = i64::try_from(parked.len()).unwrap_or(i64::MAX);
             self.status.send_modify(|status| status.lag.parked = status.lag.parked.saturating_add(count));
@@ -238,7 +257,31 @@ impl Relay {
         }
     }
 
-    fn enqueue(&self, row: &OutboxRow) -> Result<DeliveryFuture, KafkaError> {
+    /// The span of one event's publication: a child of the request that wrote the event (its `traceparent`), or
+    /// of the round when it has none; it lasts until the broker's acknowledgement.
+    fn publish_span(&self, row: &OutboxRow, round: &tracing::Span) -> tracing::Span {
+        let span = tracing::info_span!(
+            parent: round,
+            "outbox publish",
+            otel.name = format!("{} publish", self.config.topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.destination.name = %self.config.topic,
+            messaging.message.id = %row.event_id,
+            order_id = row.order_id,
+        );
+        if let Some(parent) = &row.traceparent {
+            let parent = minizon_common::telemetry::propagation::context_from_traceparent(parent);
+            if parent.has_active_span() {
+                let _ = span.set_parent(parent);
+                span.add_link(round.context().span().span_context().clone());
+            }
+        }
+        span
+    }
+
+    fn enqueue(&self, row: &OutboxRow, span: &tracing::Span) -> Result<DeliveryFuture, KafkaError> {
         let key = row.order_id.to_string();
         let event_id = &row.event_id;
         // The rows of one deployment carry the schema version that deployment writes.
@@ -247,7 +290,9 @@ impl Relay {
             .insert(Header { key: HEADER_EVENT_ID, value: Some(event_id) })
             .insert(Header { key: HEADER_EVENT_TYPE, value: Some(EVENT_TYPE) })
             .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(&schema_version) });
-        if let Some(traceparent) = &row.traceparent {
+        // The consumer continues from the publish span, itself a child of the request that made the change.
+        let traceparent = minizon_common::telemetry::propagation::traceparent_of(&span.context());
+        if let Some(traceparent) = traceparent.as_ref().or(row.traceparent.as_ref()) {
             headers = headers.insert(Header { key: HEADER_TRACEPARENT, value: Some(traceparent) });
         }
         let record = FutureRecord::to(&self.config.topic).key(&key).payload(&row.payload).headers(headers);
@@ -281,6 +326,7 @@ impl Relay {
             self.next_lag_check = now + LAG_EVERY;
             match self.source.lag().await {
                 Ok(lag) => {
+                    crate::series::outbox_lag(lag.unsent, lag.oldest_unsent_age);
                     self.status.send_if_modified(|status| std::mem::replace(&mut status.lag, lag) != lag);
                     if lag.unsent > 0 && now >= self.next_lag_log {
                         self.next_lag_log = now + LAG_LOG_EVERY;

@@ -36,21 +36,26 @@ use crate::{
 type Tx = Transaction<'static, Postgres>;
 
 /// The common table expressions that append transitions to the history and their events to the outbox, from the
-/// arrays [`EventRows::bind`] binds as `$1`–`$8`. Every order write ends with them, in its one last statement.
+/// arrays [`EventRows::bind`] binds as `$1`–`$8`, and the events' trace parents bound last, as `$traceparents`.
+/// Every order write ends with them, in its one last statement.
 macro_rules! record_ctes {
-    () => {
-        "history as (
+    ($traceparents:literal) => {
+        concat!(
+            "history as (
              insert into order_status_history (order_id, from_status, to_status, reason, detail, at)
              select order_id, from_status, to_status, reason, detail, $8
              from unnest($1::bigint[], $2::smallint[], $3::smallint[], $4::smallint[], $5::text[])
                   with ordinality as t(order_id, from_status, to_status, reason, detail, n)
              order by n
          ), events as (
-             insert into outbox (event_id, order_id, payload, created_at)
-             select event_id, order_id, payload, $8
-             from unnest($6::uuid[], $1::bigint[], $7::text[]) with ordinality as e(event_id, order_id, payload, n)
+             insert into outbox (event_id, order_id, payload, traceparent, created_at)
+             select event_id, order_id, payload, traceparent, $8
+             from unnest($6::uuid[], $1::bigint[], $7::text[], ",
+            $traceparents,
+            "::text[]) with ordinality as e(event_id, order_id, payload, traceparent, n)
              order by n
          )"
+        )
     };
 }
 
@@ -284,11 +289,12 @@ async fn place(tx: &mut Tx, order_id: OrderId, request: &CreateOrder, placed: Pl
         Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
         None => (None, None),
     };
-    let events = EventRows::of(&[(order_id, request.user, lines, transitions)]);
+    let mut events = EventRows::of(&[(order_id, request.user, lines, transitions)]);
+    let traceparents = std::mem::take(&mut events.traceparents);
     events
         .bind(sqlx::query(concat!(
             "with ",
-            record_ctes!(),
+            record_ctes!("$20"),
             ", new_order as (
                  insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash)
                  values ($9, $10, $11, now() + make_interval(secs => $12), $13, $14)
@@ -314,6 +320,7 @@ async fn place(tx: &mut Tx, order_id: OrderId, request: &CreateOrder, placed: Pl
         .bind(&skus)
         .bind(&warehouses)
         .bind(&counts)
+        .bind(traceparents)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -345,10 +352,12 @@ async fn settle(
     .bind(&ids)
     .execute(&mut **tx)
     .await?;
-    EventRows::of(batch)
+    let mut events = EventRows::of(batch);
+    let traceparents = std::mem::take(&mut events.traceparents);
+    events
         .bind(sqlx::query(concat!(
             "with ",
-            record_ctes!(),
+            record_ctes!("$12"),
             ", stock as (
                  update stocks s
                  set reserved = s.reserved - r.count,
@@ -362,6 +371,7 @@ async fn settle(
         .bind(&ids)
         .bind(sold)
         .bind(to.code())
+        .bind(traceparents)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -386,6 +396,8 @@ struct EventRows {
     details: Vec<String>,
     event_ids: Vec<uuid::Uuid>,
     payloads: Vec<String>,
+    /// Bound by the statement itself, after its own parameters (see [`record_ctes`]).
+    traceparents: Vec<Option<String>>,
     at: DateTime<Utc>,
 }
 
@@ -401,6 +413,7 @@ impl EventRows {
             details: Vec::new(),
             event_ids: Vec::new(),
             payloads: Vec::new(),
+            traceparents: Vec::new(),
             at,
         };
         for (order_id, user, lines, transitions) in batch {
@@ -413,6 +426,7 @@ impl EventRows {
                 rows.details.push(transition.detail.clone());
                 rows.event_ids.push(event.event_id);
                 rows.payloads.push(event.payload);
+                rows.traceparents.push(event.traceparent);
             }
         }
         rows

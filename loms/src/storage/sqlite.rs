@@ -396,13 +396,16 @@ async fn record(
         .bind(millis(now))
         .execute(&mut **tx)
         .await?;
-        sqlx::query("insert into outbox (event_id, order_id, payload, created_at) values (?1, ?2, ?3, ?4)")
-            .bind(event.event_id.to_string())
-            .bind(order_id.get())
-            .bind(event.payload)
-            .bind(millis(now))
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "insert into outbox (event_id, order_id, payload, created_at, traceparent) values (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(event.event_id.to_string())
+        .bind(order_id.get())
+        .bind(event.payload)
+        .bind(millis(now))
+        .bind(event.traceparent)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
