@@ -8,9 +8,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     dead_letter::DeadLetters,
-    sinks::Sink,
+    sinks::Channel,
     store::ProcessedEvents,
-    worker::{self, EventConsumer, Worker},
+    worker::{self, EventConsumer, MAX_OUTAGE_BUDGET, Worker},
 };
 
 /// How often processed-event ids older than the retention are deleted.
@@ -25,7 +25,7 @@ pub struct Application {
     consumer: EventConsumer,
     dead_letters: DeadLetters,
     store: ProcessedEvents,
-    sinks: Vec<Sink>,
+    channels: Vec<Channel>,
 }
 
 impl std::fmt::Debug for Application {
@@ -33,7 +33,7 @@ impl std::fmt::Debug for Application {
         f.debug_struct("Application")
             .field("topic", &self.config.topic)
             .field("group_id", &self.config.group_id)
-            .field("sinks", &self.sinks)
+            .field("channels", &self.channels)
             .finish_non_exhaustive()
     }
 }
@@ -42,7 +42,12 @@ impl Application {
     /// Checks the settings, opens and migrates the database (PostgreSQL or SQLite, by its URL) and joins the
     /// consumer group. The broker need not be up yet: the consumer connects (and reconnects) in the background.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let sinks = Sink::from_config(&config)?;
+        anyhow::ensure!(
+            config.sink_outage_budget <= MAX_OUTAGE_BUDGET,
+            "--sink-outage-budget is at most {}",
+            humantime::format_duration(MAX_OUTAGE_BUDGET)
+        );
+        let channels = Channel::from_config(&config)?;
         let store = ProcessedEvents::connect(&config.database_url, config.db_max_connections).await?;
         let dead_letters =
             DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, DEAD_LETTER_DELIVERY_TIMEOUT)
@@ -52,10 +57,16 @@ impl Application {
             brokers = %config.kafka_brokers,
             topic = %config.topic,
             group = %config.group_id,
-            sinks = ?sinks.iter().map(Sink::name).collect::<Vec<_>>(),
+            channels = ?channels.iter().map(Channel::name).collect::<Vec<_>>(),
+            outage_budget = %humantime::format_duration(config.sink_outage_budget),
             "notifications worker ready"
         );
-        Ok(Self { config, consumer, dead_letters, store, sinks })
+        Ok(Self { config, consumer, dead_letters, store, channels })
+    }
+
+    /// The de-duplication store (the embedded mode compares LOMS's outbox with it before it starts).
+    pub fn processed_events(&self) -> &ProcessedEvents {
+        &self.store
     }
 
     /// Consumes until `shutdown`, finishing the event in hand, committing offsets and leaving the group.
@@ -63,7 +74,7 @@ impl Application {
         let store = self.store.clone();
         let pruning = tokio::spawn(prune(self.store.clone(), self.config.dedup_retention, shutdown.clone()));
         let worker =
-            Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.sinks, shutdown.clone());
+            Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.channels, shutdown.clone());
         worker.run().await;
         // The worker stops on shutdown only; make sure the pruning stops with it however the worker ended.
         shutdown.cancel();
