@@ -10,7 +10,7 @@
 //! A replayed event comes after the newer events of its order that went through meanwhile: the notification of an
 //! old step arrives late, which is what replaying means.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context as _;
 use minizon_common::kafka::{
@@ -75,10 +75,15 @@ pub async fn replay(config: &Config, args: &ReplayArgs) -> anyhow::Result<Replay
         delivery.await.map_err(|(error, _)| error).context("publish a dead letter back to the event topic")?;
     }
 
-    let mut done = TopicPartitionList::new();
+    // The position after the last letter of each partition.
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     for letter in &letters {
-        // Letters are read in offset order per partition: the last one per partition sets the position.
-        done.set_partition_offset(letter.topic(), letter.partition(), Offset::Offset(letter.offset() + 1))?;
+        let position = next.entry(letter.partition()).or_default();
+        *position = (*position).max(letter.offset() + 1);
+    }
+    let mut done = TopicPartitionList::new();
+    for (partition, offset) in next {
+        done.add_partition_offset(&config.dead_letter_topic, partition, Offset::Offset(offset))?;
     }
     tokio::task::spawn_blocking(move || consumer.commit(&done, CommitMode::Sync))
         .await
@@ -143,7 +148,6 @@ fn read_pending(brokers: &str, topic: &str, group: &str) -> anyhow::Result<(Base
             pending.retain(|(p, _)| *p != partition);
         }
     }
-    consumer.unassign().context("release the dead-letter partitions")?;
     letters.sort_by_key(|letter| (letter.partition(), letter.offset()));
     Ok((consumer, letters))
 }

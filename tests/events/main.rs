@@ -9,6 +9,8 @@
 mod crash;
 mod dead_letter;
 mod history;
+mod lifecycle_notifications;
 mod outage;
 mod replicas;
+mod sink_outage;
 mod support;
