@@ -34,7 +34,10 @@ pub async fn republish_unhandled(outbox: &OutboxSource, notifications: &Processe
         .collect();
     let marked = outbox.mark_unsent(&unhandled).await.context("mark the unfinished events unsent")?;
     if marked > 0 {
-        tracing::info!(events = marked, "events published before the last stop but not notified: publishing them again");
+        tracing::info!(
+            events = marked,
+            "events published before the last stop but not notified: publishing them again"
+        );
     }
     Ok(marked)
 }

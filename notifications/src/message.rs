@@ -121,11 +121,9 @@ fn for_staff(event: &OrderStatusChanged) -> String {
     let reason = TransitionReason::try_from(event.reason).ok();
     match reason {
         Some(TransitionReason::Reserved) => format!("New order #{order} to pick: {}.", items(&event.items)),
-        Some(TransitionReason::Changed) => format!(
-            "Order #{order} changed: pick {} instead of {}.",
-            items(&event.items),
-            items(&event.previous_items)
-        ),
+        Some(TransitionReason::Changed) => {
+            format!("Order #{order} changed: pick {} instead of {}.", items(&event.items), items(&event.previous_items))
+        }
         Some(TransitionReason::UserCancel) => {
             format!("Order #{order} was cancelled by the customer: do not pick it ({}).", items(&event.items))
         }

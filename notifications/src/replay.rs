@@ -104,8 +104,7 @@ fn read_pending(brokers: &str, topic: &str, group: &str) -> anyhow::Result<(Base
         .create()
         .context("create the dead-letter reader")?;
     let metadata = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT).context("read the topic's metadata")?;
-    let partitions: Vec<i32> =
-        metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     anyhow::ensure!(!partitions.is_empty(), "the dead-letter topic {topic} does not exist");
 
     let mut wanted = TopicPartitionList::new();

@@ -315,15 +315,13 @@ impl Worker {
         } else {
             let channels: Vec<&str> = refused.iter().map(|(channel, _)| *channel).collect();
             let reasons: Vec<String> = refused.iter().map(|(channel, reason)| format!("{channel}: {reason}")).collect();
-            if self.dead_letter(message, &reasons.join("; "), Some(&channels.join(","))).await == Outcome::Interrupted
-            {
+            if self.dead_letter(message, &reasons.join("; "), Some(&channels.join(","))).await == Outcome::Interrupted {
                 return Outcome::Interrupted;
             }
             Handled::DeadLettered
         };
-        let recorded = self.until_ok("record the event as handled", || {
-            self.store.mark_handled(event_id, order_id, handled)
-        });
+        let recorded =
+            self.until_ok("record the event as handled", || self.store.mark_handled(event_id, order_id, handled));
         match recorded.await {
             Some(()) => Outcome::Done,
             None => Outcome::Interrupted,

@@ -76,7 +76,10 @@ async fn every_step_is_told_to_the_customer_and_the_staff_hear_what_concerns_the
     );
     assert_eq!(text_of(&events[3]), "Order #1 was handed to the courier and is on its way.");
     assert_eq!(text_of(&events[4]), "Order #1 was delivered. Enjoy!");
-    assert_eq!(text_of(&events[6]), "Order #2 was cancelled and will be refunded; nothing was shipped. (changed my mind)");
+    assert_eq!(
+        text_of(&events[6]),
+        "Order #2 was cancelled and will be refunded; nothing was shipped. (changed my mind)"
+    );
     assert!(text_of(&events[8]).contains("the courier brings the goods back"), "{}", text_of(&events[8]));
     assert_eq!(text_of(&events[9]), "The goods of order #3 are back in our warehouse: the return is complete.");
     assert!(customer.iter().all(|call| call.body["audience"] == "customer"));

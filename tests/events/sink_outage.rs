@@ -153,13 +153,21 @@ async fn a_permanent_refusal_is_dead_lettered_at_once_the_order_goes_on_and_a_re
     after_replay.push(events[1].event_id.clone());
     assert_eq!(webhook_ids_of(&sinks, 51), after_replay);
     let telegram = sinks.telegram_calls();
-    assert_eq!(telegram.iter().filter(|call| call.body["text"].as_str().is_some_and(|t| t.contains("refuse-this-one"))).count(), 1);
+    assert_eq!(
+        telegram
+            .iter()
+            .filter(|call| call.body["text"].as_str().is_some_and(|t| t.contains("refuse-this-one")))
+            .count(),
+        1
+    );
     let on_topic = broker.read_all(EVENTS_TOPIC).await;
     let replayed_records: Vec<_> =
         on_topic.iter().filter(|record| record.header("dead-letter-replayed-from").is_some()).collect();
     assert_eq!(replayed_records.len(), 1, "one record replayed");
     let replayed_record = replayed_records[0];
     assert_eq!(replayed_record.event().event_id, events[1].event_id);
-    assert!(replayed_record.header("dead-letter-replayed-from").is_some_and(|from| from.starts_with(DEAD_LETTER_TOPIC)));
+    assert!(
+        replayed_record.header("dead-letter-replayed-from").is_some_and(|from| from.starts_with(DEAD_LETTER_TOPIC))
+    );
     assert!(replayed_record.header("dead-letter-reason").is_none(), "dead-letter headers are dropped");
 }

@@ -192,7 +192,10 @@ pub(crate) fn lifecycle_event(
         old_status: old.map(Into::into),
         new_status: new.into(),
         reason: reason.into(),
-        items: vec![minizon_proto::loms::Item { sku: 1001, count: 2 }, minizon_proto::loms::Item { sku: 1002, count: 1 }],
+        items: vec![
+            minizon_proto::loms::Item { sku: 1001, count: 2 },
+            minizon_proto::loms::Item { sku: 1002, count: 1 },
+        ],
         ..OrderStatusChanged::default()
     }
 }

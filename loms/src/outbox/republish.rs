@@ -46,13 +46,13 @@ impl OutboxSource {
             return Ok(0);
         }
         match self {
-            Self::Postgres { pool, .. } => Ok(sqlx::query(
-                "update outbox set sent_at = null where id = any($1) and sent_at is not null",
-            )
-            .bind(ids)
-            .execute(pool)
-            .await?
-            .rows_affected()),
+            Self::Postgres { pool, .. } => {
+                Ok(sqlx::query("update outbox set sent_at = null where id = any($1) and sent_at is not null")
+                    .bind(ids)
+                    .execute(pool)
+                    .await?
+                    .rows_affected())
+            }
             Self::Sqlite { pools, .. } => {
                 let ids = serde_json::to_string(ids).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
                 let mut tx = pools.write().await?;

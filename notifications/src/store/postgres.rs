@@ -125,11 +125,11 @@ impl PgProcessedEvents {
         let mut total = 0;
         loop {
             let deleted = sqlx::query(delete)
-            .bind(retention.as_secs_f64())
-            .bind(i64::from(PRUNE_CHUNK))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+                .bind(retention.as_secs_f64())
+                .bind(i64::from(PRUNE_CHUNK))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
             total += deleted;
             if deleted < u64::from(PRUNE_CHUNK) {
                 return Ok(total);

@@ -97,11 +97,12 @@ impl SqliteProcessedEvents {
     pub async fn handled_among(&self, event_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
         let ids: Vec<String> = event_ids.iter().map(|id| id.hyphenated().to_string()).collect();
         let ids = serde_json::to_string(&ids).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-        let found: Vec<String> =
-            sqlx::query_scalar("select event_id from handled_events where event_id in (select value from json_each(?1))")
-                .bind(ids)
-                .fetch_all(&self.pools.reader)
-                .await?;
+        let found: Vec<String> = sqlx::query_scalar(
+            "select event_id from handled_events where event_id in (select value from json_each(?1))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pools.reader)
+        .await?;
         // Only this worker writes the table, always in the hyphenated form.
         Ok(found.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect())
     }
@@ -136,12 +137,8 @@ impl SqliteProcessedEvents {
         let mut total = 0;
         loop {
             let mut tx = self.write().await?;
-            let deleted = sqlx::query(delete)
-            .bind(cutoff)
-            .bind(i64::from(PRUNE_CHUNK))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let deleted =
+                sqlx::query(delete).bind(cutoff).bind(i64::from(PRUNE_CHUNK)).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             total += deleted;
             if deleted < u64::from(PRUNE_CHUNK) {
