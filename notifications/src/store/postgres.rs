@@ -15,6 +15,14 @@ use uuid::Uuid;
 /// Rows deleted per pruning statement, so that no statement holds its locks for long.
 const PRUNE_CHUNK: u32 = 10_000;
 
+/// One chunk of pruning per table: deliveries, then handled events.
+const PRUNE_STATEMENTS: [&str; 2] = [
+    "delete from processed_events where ctid in (
+         select ctid from processed_events where processed_at < now() - make_interval(secs => $1) limit $2)",
+    "delete from handled_events where ctid in (
+         select ctid from handled_events where handled_at < now() - make_interval(secs => $1) limit $2)",
+];
+
 /// The de-duplication store on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgProcessedEvents {
@@ -100,25 +108,11 @@ impl PgProcessedEvents {
 
     /// Forgets deliveries and handled events older than `retention`, in chunks of 10 000 rows.
     pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
-        let deliveries = self
-            .prune_table(
-                "delete from processed_events where ctid in (
-                     select ctid from processed_events
-                     where processed_at < now() - make_interval(secs => $1)
-                     limit $2)",
-                retention,
-            )
-            .await?;
-        let handled = self
-            .prune_table(
-                "delete from handled_events where ctid in (
-                     select ctid from handled_events
-                     where handled_at < now() - make_interval(secs => $1)
-                     limit $2)",
-                retention,
-            )
-            .await?;
-        Ok(deliveries + handled)
+        let mut total = 0;
+        for delete in PRUNE_STATEMENTS {
+            total += self.prune_table(delete, retention).await?;
+        }
+        Ok(total)
     }
 
     async fn prune_table(&self, delete: &'static str, retention: Duration) -> Result<u64, sqlx::Error> {

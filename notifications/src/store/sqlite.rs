@@ -26,6 +26,12 @@ type Tx = Transaction<'static, Sqlite>;
 /// Rows deleted per pruning transaction, so that a pending claim never waits behind a long delete.
 const PRUNE_CHUNK: u32 = 10_000;
 
+/// One chunk of pruning per table: deliveries, then handled events.
+const PRUNE_STATEMENTS: [&str; 2] = [
+    "delete from processed_events where rowid in (select rowid from processed_events where processed_at < ?1 limit ?2)",
+    "delete from handled_events where rowid in (select rowid from handled_events where handled_at < ?1 limit ?2)",
+];
+
 /// The de-duplication store on an SQLite file (or in memory).
 #[derive(Debug, Clone)]
 pub struct SqliteProcessedEvents {
@@ -116,21 +122,11 @@ impl SqliteProcessedEvents {
 
     /// Forgets deliveries and handled events recorded before `cutoff` (Unix milliseconds).
     async fn prune_before(&self, cutoff: i64) -> Result<u64, sqlx::Error> {
-        let deliveries = self
-            .prune_table(
-                "delete from processed_events where rowid in (
-                     select rowid from processed_events where processed_at < ?1 limit ?2)",
-                cutoff,
-            )
-            .await?;
-        let handled = self
-            .prune_table(
-                "delete from handled_events where rowid in (
-                     select rowid from handled_events where handled_at < ?1 limit ?2)",
-                cutoff,
-            )
-            .await?;
-        Ok(deliveries + handled)
+        let mut total = 0;
+        for delete in PRUNE_STATEMENTS {
+            total += self.prune_table(delete, cutoff).await?;
+        }
+        Ok(total)
     }
 
     async fn prune_table(&self, delete: &'static str, cutoff: i64) -> Result<u64, sqlx::Error> {
