@@ -1,10 +1,11 @@
 //! `minizon dev`: LOMS, Checkout, Notifications and the local ProductService in one process, on SQLite files and
 //! an embedded Kafka-protocol broker, with the bundled catalog and sample stock. Nothing to install but Rust.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
+use loms::outbox::OutboxSource;
 use minizon_common::{
     metrics::{MetricsAddr, MetricsEndpoint},
     telemetry::LogArgs,
@@ -15,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, transport::Channel};
 
-use crate::broker::EmbeddedBroker;
+use crate::{broker::EmbeddedBroker, redelivery::republish_unhandled};
 
 /// The sample stock loaded into a new data directory (warehouses 1–3, skus of the bundled catalog).
 const SAMPLE_STOCK: &str = include_str!("../../samples/stock.csv");
@@ -157,9 +158,23 @@ impl DevStack {
         checkout_config.product_token = config.product_token.clone();
         let checkout = checkout::Application::build(checkout_config).await.context("start Checkout")?;
 
-        let notifications_config = notifications::Config::for_database(database("notifications")?, kafka);
+        let mut notifications_config = notifications::Config::for_database(database("notifications")?, kafka);
+        // The store's staff channel, to the log as well, so that a demo shows what pickers would be told.
+        notifications_config.staff_sinks = vec![notifications::SinkKind::Log];
         let notifications =
             notifications::Application::build(notifications_config).await.context("start Notifications")?;
+        if !config.in_memory {
+            // Before the relay runs: what the last run's broker lost is published again (see `redelivery`).
+            let outbox = OutboxSource::Sqlite {
+                pools: minizon_common::db::connect_sqlite(&database("loms")?, 1).await.context("open LOMS's outbox")?,
+                written: Arc::default(),
+            };
+            let republished = republish_unhandled(&outbox, notifications.processed_events()).await;
+            if let OutboxSource::Sqlite { pools, .. } = &outbox {
+                pools.close().await;
+            }
+            republished?;
+        }
 
         let addresses = Addresses {
             loms: loms.local_addr(),

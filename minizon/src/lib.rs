@@ -3,3 +3,4 @@
 pub mod broker;
 pub mod cheat_sheet;
 pub mod dev;
+pub mod redelivery;

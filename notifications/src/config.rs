@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 /// Where notifications are sent.
@@ -57,7 +57,7 @@ pub struct Config {
     #[arg(long, env = "NOTIFICATIONS_DEDUP_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
     pub dedup_retention: Duration,
 
-    /// Sinks every notification goes to, comma-separated.
+    /// Sinks of the customer channel: every notification goes to each of them, comma-separated.
     #[arg(long = "sinks", env = "NOTIFICATIONS_SINKS", value_enum, value_delimiter = ',', default_value = "log")]
     pub sinks: Vec<SinkKind>,
 
@@ -77,15 +77,33 @@ pub struct Config {
     #[arg(long, env = "NOTIFICATIONS_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 
+    /// Sinks of the staff channel (pickers and the shop: new orders, changes, cancellations before hand-over),
+    /// comma-separated; empty (the default) turns the channel off. The staff's telegram sink uses the same bot as
+    /// the customers' one (`--telegram-token`, `--telegram-base-url`) and its own chat.
+    #[arg(long = "staff-sinks", env = "NOTIFICATIONS_STAFF_SINKS", value_enum, value_delimiter = ',')]
+    pub staff_sinks: Vec<SinkKind>,
+
+    /// Telegram chat of the staff channel; required by its telegram sink.
+    #[arg(long, env = "NOTIFICATIONS_STAFF_TELEGRAM_CHAT_ID")]
+    pub staff_telegram_chat_id: Option<String>,
+
+    /// URL the staff channel's webhook sink posts to; required by its webhook sink.
+    #[arg(long, env = "NOTIFICATIONS_STAFF_WEBHOOK_URL")]
+    pub staff_webhook_url: Option<String>,
+
     /// Longest one sink call may take before it counts as failed (and is retried).
     #[arg(long, env = "NOTIFICATIONS_SINK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub sink_timeout: Duration,
 
-    /// Attempts per sink and event (the first one included) before the event goes to the dead-letter topic.
-    #[arg(long, env = "NOTIFICATIONS_SINK_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
-    pub sink_attempts: u16,
+    /// How long a sink may keep failing transiently (unreachable, timing out, 5xx, 408, 429) before the event it
+    /// holds up goes to the dead-letter topic. Until then the worker retries with capped exponential backoff and
+    /// commits nothing past the event, so an outage this long loses nothing and keeps the order per order. At most
+    /// 23 hours (the consumer's `max.poll.interval.ms` is derived from it and librdkafka caps that at 24 hours).
+    #[arg(long, env = "NOTIFICATIONS_SINK_OUTAGE_BUDGET", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub sink_outage_budget: Duration,
 
-    /// Wait before the first retry of a failing sink; it doubles with every attempt (with jitter).
+    /// Wait before the first retry of a failing sink; it doubles with every attempt (with jitter), up to
+    /// `--retry-max-delay`.
     #[arg(long, env = "NOTIFICATIONS_RETRY_MIN_DELAY", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub retry_min_delay: Duration,
 
@@ -99,6 +117,40 @@ pub struct Config {
 
     #[command(flatten)]
     pub log: minizon_common::telemetry::LogArgs,
+
+    /// A one-off command instead of the worker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The one-off commands of the binary.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// The dead-letter topic.
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCommand),
+}
+
+/// What can be done with the dead-letter topic.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Publishes every dead letter not replayed before back to the event topic (original key, value and headers,
+    /// without the dead-letter ones), then remembers how far it got; the worker handles them again, and sinks that
+    /// already had an event skip it. Run it once the cause (a sink's refusal, an outdated worker) is fixed.
+    Replay(ReplayArgs),
+}
+
+/// Settings of `notifications dead-letter replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Consumer group that remembers how far the replays got, so that a second replay publishes only newer
+    /// dead letters.
+    #[arg(long, env = "NOTIFICATIONS_REPLAY_GROUP_ID", default_value = "notifications-dead-letter-replay")]
+    pub replay_group_id: String,
+
+    /// Only list what would be replayed (event id, order, reason); publish nothing and remember nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl Config {

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     dead_letter::DeadLetters,
-    sinks::Sink,
+    sinks::Channel,
     store::ProcessedEvents,
-    worker::{self, EventConsumer, Worker},
+    worker::{self, EventConsumer, MAX_OUTAGE_BUDGET, Worker},
 };
 
 /// How often processed-event ids older than the retention are deleted.
@@ -27,7 +27,7 @@ pub struct Application {
     consumer: EventConsumer,
     dead_letters: DeadLetters,
     store: ProcessedEvents,
-    sinks: Vec<Sink>,
+    channels: Vec<Channel>,
 }
 
 impl std::fmt::Debug for Application {
@@ -35,7 +35,7 @@ impl std::fmt::Debug for Application {
         f.debug_struct("Application")
             .field("topic", &self.config.topic)
             .field("group_id", &self.config.group_id)
-            .field("sinks", &self.sinks)
+            .field("channels", &self.channels)
             .finish_non_exhaustive()
     }
 }
@@ -44,7 +44,12 @@ impl Application {
     /// Checks the settings, opens and migrates the database (PostgreSQL or SQLite, by its URL) and joins the
     /// consumer group. The broker need not be up yet: the consumer connects (and reconnects) in the background.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let sinks = Sink::from_config(&config)?;
+        anyhow::ensure!(
+            config.sink_outage_budget <= MAX_OUTAGE_BUDGET,
+            "--sink-outage-budget is at most {}",
+            humantime::format_duration(MAX_OUTAGE_BUDGET)
+        );
+        let channels = Channel::from_config(&config)?;
         // First, so that the series registered while starting (pool gauges) have a recorder.
         let metrics = MetricsEndpoint::bind_if(config.metrics_addr)
             .await
@@ -59,15 +64,21 @@ impl Application {
             brokers = %config.kafka_brokers,
             topic = %config.topic,
             group = %config.group_id,
-            sinks = ?sinks.iter().map(Sink::name).collect::<Vec<_>>(),
+            channels = ?channels.iter().map(Channel::name).collect::<Vec<_>>(),
+            outage_budget = %humantime::format_duration(config.sink_outage_budget),
             "notifications worker ready"
         );
-        Ok(Self { config, metrics, consumer, dead_letters, store, sinks })
+        Ok(Self { config, metrics, consumer, dead_letters, store, channels })
     }
 
     /// The address of the `/metrics` endpoint, when this worker serves one.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics.as_ref().map(MetricsEndpoint::local_addr)
+    }
+
+    /// The de-duplication store (the embedded mode compares LOMS's outbox with it before it starts).
+    pub fn processed_events(&self) -> &ProcessedEvents {
+        &self.store
     }
 
     /// Consumes until `shutdown`, finishing the event in hand, committing offsets and leaving the group.
@@ -76,7 +87,7 @@ impl Application {
         let metrics = self.metrics.map(|endpoint| endpoint.spawn(shutdown.clone()));
         let pruning = tokio::spawn(prune(self.store.clone(), self.config.dedup_retention, shutdown.clone()));
         let worker =
-            Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.sinks, shutdown.clone());
+            Worker::new(&self.config, self.consumer, self.dead_letters, self.store, self.channels, shutdown.clone());
         worker.run().await;
         // The worker stops on shutdown only; make sure the pruning stops with it however the worker ended.
         shutdown.cancel();

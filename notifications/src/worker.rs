@@ -5,10 +5,15 @@
 //! rebalance and at close) only offsets this loop stored, and it stores one only after the record was handled or
 //! dead-lettered. A crash therefore replays the records in hand, never skips one; the processed-events table
 //! makes the replay harmless.
+//!
+//! A failing sink holds the loop on its event: transient failures are retried with capped exponential backoff
+//! for up to the outage budget (one hour by default), and nothing behind the event is committed meanwhile. Only a
+//! permanent refusal, or a failure outlasting the budget, sends the event to the dead-letter topic; the events
+//! behind it then go on in order.
 
 use std::{fmt::Display, future::Future, time::Duration};
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use minizon_common::kafka::HEADER_TRACEPARENT;
 use rdkafka::{
     ClientConfig, ClientContext,
@@ -16,16 +21,17 @@ use rdkafka::{
     error::{KafkaError, KafkaResult, RDKafkaErrorCode},
     message::{BorrowedMessage, Message},
 };
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
     config::Config,
     dead_letter::DeadLetters,
-    event::{self, ReceivedEvent},
-    message::render,
-    sinks::{Notification, Sink, SinkError},
-    store::ProcessedEvents,
+    event,
+    message::{audiences, render},
+    sinks::{Channel, Notification, SinkError},
+    store::{Handled, ProcessedEvents},
 };
 
 /// Logs partition assignments, so that an operator can see which replica owns what.
@@ -125,6 +131,10 @@ pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "1000")
+        // A sink outage is waited out inside the event (up to the outage budget) without polling: the group must
+        // not evict the worker meanwhile. Pausing the partitions and polling on was the alternative; this keeps
+        // the loop one record at a time (see docs/operations.md, "Sink outages").
+        .set("max.poll.interval.ms", max_poll_interval(config.sink_outage_budget).as_millis().to_string())
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000")
         // The consumer lag gauge comes from librdkafka's statistics.
@@ -137,11 +147,49 @@ pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    /// Every sink has it (now or before), or it is on the dead-letter topic: its offset may be committed.
+    /// Every channel has it (now or before), or it is on the dead-letter topic: its offset may be committed.
     Done,
-    /// Shutdown came while a dependency (database, broker) was unavailable: the record stays uncommitted and is
-    /// handled again after the restart.
+    /// Shutdown came while a dependency (database, broker) or a sink was unavailable: the record stays uncommitted
+    /// and is handled again after the restart.
     Interrupted,
+}
+
+/// What became of one channel's notification.
+#[derive(Debug)]
+enum Delivery {
+    /// The channel has it (now or before).
+    Done,
+    /// The channel refused it for good, or kept failing past the outage budget: the reason.
+    Refused(String),
+    /// Shutdown came first.
+    Interrupted,
+}
+
+/// What became of one attempt at a channel.
+#[derive(Debug)]
+enum Attempt {
+    /// The channel has it (now or before).
+    Done,
+    /// The sink failed; the claim was dropped, so a later attempt sends again.
+    Failed(SinkError),
+    /// Shutdown came while the database was unavailable.
+    Interrupted,
+}
+
+/// How long the worker may go without polling the consumer beyond the outage budget (the sink calls in hand,
+/// database round trips) before librdkafka counts it as stuck and takes its partitions away.
+const POLL_INTERVAL_MARGIN: Duration = Duration::from_secs(300);
+
+/// librdkafka's ceiling for `max.poll.interval.ms`.
+const MAX_POLL_INTERVAL_CEILING: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest outage budget the consumer can be configured for.
+pub const MAX_OUTAGE_BUDGET: Duration = Duration::from_secs(23 * 3600);
+
+/// `max.poll.interval.ms` for an outage budget: while a sink is down the worker waits inside one event and does not
+/// poll, so the group must not evict it before the budget is spent (see `docs/operations.md`).
+fn max_poll_interval(outage_budget: Duration) -> Duration {
+    (outage_budget + POLL_INTERVAL_MARGIN).clamp(Duration::from_secs(300), MAX_POLL_INTERVAL_CEILING)
 }
 
 /// The consumer loop and everything it needs.
@@ -149,8 +197,9 @@ pub struct Worker {
     consumer: EventConsumer,
     dead_letters: DeadLetters,
     store: ProcessedEvents,
-    sinks: Vec<Sink>,
+    channels: Vec<Channel>,
     sink_backoff: ExponentialBuilder,
+    outage_budget: Duration,
     dependency_backoff: ExponentialBuilder,
     shutdown: CancellationToken,
 }
@@ -158,7 +207,7 @@ pub struct Worker {
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("sinks", &self.sinks)
+            .field("channels", &self.channels)
             .field("dead_letters", &self.dead_letters)
             .finish_non_exhaustive()
     }
@@ -171,20 +220,29 @@ impl Worker {
         consumer: EventConsumer,
         dead_letters: DeadLetters,
         store: ProcessedEvents,
-        sinks: Vec<Sink>,
+        channels: Vec<Channel>,
         shutdown: CancellationToken,
     ) -> Self {
         let sink_backoff = ExponentialBuilder::default()
             .with_min_delay(config.retry_min_delay)
             .with_max_delay(config.retry_max_delay)
-            .with_max_times(usize::from(config.sink_attempts.saturating_sub(1)))
+            .without_max_times()
             .with_jitter();
         let dependency_backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(config.retry_max_delay)
             .without_max_times()
             .with_jitter();
-        Self { consumer, dead_letters, store, sinks, sink_backoff, dependency_backoff, shutdown }
+        Self {
+            consumer,
+            dead_letters,
+            store,
+            channels,
+            sink_backoff,
+            outage_budget: config.sink_outage_budget,
+            dependency_backoff,
+            shutdown,
+        }
     }
 
     /// Consumes until shutdown, then commits the stored offsets and leaves the group.
@@ -227,7 +285,7 @@ impl Worker {
             }
             minizon_common::telemetry::record_trace_id(&span);
             // The record in hand is finished even when shutdown arrives meanwhile: only an unavailable
-            // dependency makes `handle` give up early.
+            // dependency or sink makes `handle` give up early.
             if self.handle(&message).instrument(span).await == Outcome::Interrupted {
                 break;
             }
@@ -242,6 +300,8 @@ impl Worker {
         tracing::info!("notifications worker stopped");
     }
 
+    /// Decodes a record, gives it to every channel of every audience it concerns, dead-letters it when a channel
+    /// refused it, and records it as handled.
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Outcome {
         let received = match event::decode(message) {
             Ok(received) => received,
@@ -250,71 +310,103 @@ impl Worker {
                 return self.dead_letter(message, &malformed.to_string(), None).await;
             }
         };
-        let text = render(&received.event);
-        let notification = Notification { event_id: received.event_id, event: &received.event, text: &text };
-        let mut failed_sinks = Vec::new();
-        let mut reasons = Vec::new();
-        for sink in &self.sinks {
-            match self.notify(sink, &received, notification).await {
-                Ok(Outcome::Done) => {}
-                Ok(Outcome::Interrupted) => return Outcome::Interrupted,
-                Err(error) => {
-                    let event_id = received.event_id;
-                    tracing::warn!(sink = sink.name(), %error, %event_id, "sink failed: dead-lettering the event");
-                    failed_sinks.push(sink.name());
-                    reasons.push(format!("{}: {error}", sink.name()));
+        let (event_id, order_id) = (received.event_id, received.event.order_id);
+        // One budget for the whole event: however many channels are down, the consumer is not held up longer.
+        let deadline = Instant::now() + self.outage_budget;
+        let mut refused = Vec::new();
+        for &audience in audiences(&received.event) {
+            let text = render(&received.event, audience);
+            let notification = Notification { event_id, event: &received.event, text: &text, audience };
+            for channel in self.channels.iter().filter(|channel| channel.audience() == audience) {
+                match self.deliver(channel, notification, deadline).await {
+                    Delivery::Done => {}
+                    Delivery::Interrupted => return Outcome::Interrupted,
+                    Delivery::Refused(reason) => {
+                        tracing::warn!(channel = channel.name(), %reason, %event_id, "channel refused the event");
+                        refused.push((channel.name(), reason));
+                    }
                 }
             }
         }
-        if failed_sinks.is_empty() {
-            return Outcome::Done;
+        let handled = if refused.is_empty() {
+            Handled::Notified
+        } else {
+            let channels: Vec<&str> = refused.iter().map(|(channel, _)| *channel).collect();
+            let reasons: Vec<String> = refused.iter().map(|(channel, reason)| format!("{channel}: {reason}")).collect();
+            if self.dead_letter(message, &reasons.join("; "), Some(&channels.join(","))).await == Outcome::Interrupted {
+                return Outcome::Interrupted;
+            }
+            Handled::DeadLettered
+        };
+        let recorded =
+            self.until_ok("record the event as handled", || self.store.mark_handled(event_id, order_id, handled));
+        match recorded.await {
+            Some(()) => Outcome::Done,
+            None => Outcome::Interrupted,
         }
-        self.dead_letter(message, &reasons.join("; "), Some(&failed_sinks.join(","))).await
     }
 
-    /// Gives the notification to one sink unless it had it already. `Err` when the sink kept failing.
-    async fn notify(
-        &self,
-        sink: &Sink,
-        received: &ReceivedEvent,
-        notification: Notification<'_>,
-    ) -> Result<Outcome, SinkError> {
-        let (event_id, order_id) = (received.event_id, received.event.order_id);
-        let claim = self.until_ok("claim the event", || self.store.claim(event_id, sink.name(), order_id)).await;
+    /// Gives the notification to one channel unless it had it already. A transient failure is retried with
+    /// capped exponential backoff until `deadline`; nothing behind the event is committed meanwhile, so the
+    /// outage loses nothing and keeps the order per order. A permanent refusal, or a failure outlasting the
+    /// deadline, is `Refused`.
+    async fn deliver(&self, channel: &Channel, notification: Notification<'_>, deadline: Instant) -> Delivery {
+        let mut delays = self.sink_backoff.build();
+        loop {
+            let error = match self.attempt(channel, notification).await {
+                Attempt::Done => return Delivery::Done,
+                Attempt::Interrupted => return Delivery::Interrupted,
+                Attempt::Failed(error) if !error.is_transient() => return Delivery::Refused(error.to_string()),
+                Attempt::Failed(error) => error,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                let budget = humantime::format_duration(self.outage_budget);
+                return Delivery::Refused(format!("still failing after the outage budget of {budget}: {error}"));
+            }
+            let delay = delays.next().unwrap_or(self.outage_budget).min(deadline - now);
+            tracing::info!(channel = channel.name(), %error, ?delay, "sink failed: retrying");
+            metrics::counter!(crate::series::RETRIED, "sink" => channel.name()).increment(1);
+            tokio::select! {
+                () = self.shutdown.cancelled() => {
+                    tracing::warn!(channel = channel.name(), "shutdown while a sink fails: the event stays uncommitted");
+                    return Delivery::Interrupted;
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One attempt: claim `(event, channel)`, call the sink, record the delivery. The claim is held only for the
+    /// call, never across a back-off, so a long outage keeps no transaction open.
+    async fn attempt(&self, channel: &Channel, notification: Notification<'_>) -> Attempt {
+        let (event_id, order_id) = (notification.event_id, notification.event.order_id);
+        let claim = self.until_ok("claim the event", || self.store.claim(event_id, channel.name(), order_id)).await;
         let claim = match claim {
-            None => return Ok(Outcome::Interrupted),
+            None => return Attempt::Interrupted,
             Some(None) => {
-                tracing::debug!(sink = sink.name(), %event_id, "already notified: skipping the duplicate");
-                metrics::counter!(crate::series::DEDUPLICATED, "sink" => sink.name()).increment(1);
-                return Ok(Outcome::Done);
+                tracing::debug!(channel = channel.name(), %event_id, "already notified: skipping the duplicate");
+                metrics::counter!(crate::series::DEDUPLICATED, "sink" => channel.name()).increment(1);
+                return Attempt::Done;
             }
             Some(Some(claim)) => claim,
         };
-        let sent = (|| sink.send(notification))
-            .retry(self.sink_backoff)
-            .sleep(tokio::time::sleep)
-            .when(SinkError::is_transient)
-            .notify(|error, delay| {
-                tracing::info!(sink = sink.name(), %error, ?delay, "sink failed: retrying");
-                metrics::counter!(crate::series::RETRIED, "sink" => sink.name()).increment(1);
-            })
-            .instrument(tracing::info_span!(
-                "sink",
-                otel.name = format!("notify {}", sink.name()),
-                otel.kind = "client"
-            ))
-            .await;
-        // A failed delivery drops the claim (rollback), so a later redelivery of the event tries again.
-        sent?;
+        let span = tracing::info_span!("sink", otel.name = format!("notify {}", channel.name()), otel.kind = "client");
+        if let Err(error) = channel.send(notification).instrument(span).await {
+            // Dropping the claim rolls it back, so the next attempt (or a redelivery) sends again.
+            drop(claim);
+            return Attempt::Failed(error);
+        }
         if let Err(error) = claim.commit().await {
             tracing::warn!(%error, "recording the delivery failed: retrying without the claim");
-            let recorded = self.until_ok("record the delivery", || self.store.record(event_id, sink.name(), order_id));
+            let recorded =
+                self.until_ok("record the delivery", || self.store.record(event_id, channel.name(), order_id));
             if recorded.await.is_none() {
-                return Ok(Outcome::Interrupted);
+                return Attempt::Interrupted;
             }
         }
-        tracing::debug!(sink = sink.name(), %event_id, "notified");
-        Ok(Outcome::Done)
+        tracing::debug!(channel = channel.name(), %event_id, "notified");
+        Attempt::Done
     }
 
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str, sinks: Option<&str>) -> Outcome {
@@ -356,5 +448,18 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_waits_for_the_whole_outage_budget_before_it_evicts_the_worker() {
+        assert_eq!(max_poll_interval(Duration::from_secs(3600)), Duration::from_secs(3900));
+        assert_eq!(max_poll_interval(Duration::ZERO), Duration::from_secs(300), "librdkafka's default at least");
+        assert_eq!(max_poll_interval(MAX_OUTAGE_BUDGET), Duration::from_secs(23 * 3600 + 300));
+        assert_eq!(max_poll_interval(Duration::from_secs(48 * 3600)), MAX_POLL_INTERVAL_CEILING);
     }
 }

@@ -9,7 +9,9 @@
 mod crash;
 mod dead_letter;
 mod history;
+mod lifecycle_notifications;
 mod outage;
 mod parked;
 mod replicas;
+mod sink_outage;
 mod support;

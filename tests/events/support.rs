@@ -176,3 +176,38 @@ pub(crate) async fn assert_events_match_history(
     assert_eq!(published, expected, "events of order {order_id} against its history");
     published
 }
+
+/// An event of `order_id` as LOMS would publish it, with a fresh event id and two lines.
+pub(crate) fn lifecycle_event(
+    order_id: i64,
+    old: Option<OrderStatus>,
+    new: OrderStatus,
+    reason: TransitionReason,
+) -> OrderStatusChanged {
+    OrderStatusChanged {
+        event_id: Uuid::now_v7().to_string(),
+        schema_version: 1,
+        order_id,
+        user: 7,
+        old_status: old.map(Into::into),
+        new_status: new.into(),
+        reason: reason.into(),
+        items: vec![
+            minizon_proto::loms::Item { sku: 1001, count: 2 },
+            minizon_proto::loms::Item { sku: 1002, count: 1 },
+        ],
+        ..OrderStatusChanged::default()
+    }
+}
+
+/// Publishes `event` to the event topic the way the relay does: keyed by the order id, with the event headers.
+pub(crate) async fn publish_event(broker: &TestBroker, event: &OrderStatusChanged) {
+    let json = serde_json::to_string(event).expect("an event encodes");
+    let headers = [("event-id", event.event_id.as_str()), ("event-type", "minizon.events.v1.OrderStatusChanged")];
+    broker.produce(EVENTS_TOPIC, &event.order_id.to_string(), json.as_bytes(), &headers).await;
+}
+
+/// The event ids of the calls, in arrival order.
+pub(crate) fn event_ids(calls: &[minizon_tests::notifications::Received]) -> Vec<String> {
+    calls.iter().map(|call| call.body["eventId"].as_str().unwrap_or_default().to_owned()).collect()
+}

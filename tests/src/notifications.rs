@@ -92,8 +92,10 @@ pub struct Received {
 struct State {
     received: Vec<Received>,
     failed_attempts: usize,
-    /// Requests whose body contains this text are answered 503.
-    fail_matching: Option<String>,
+    /// Requests whose body contains this text are answered with the status (503 unless told otherwise).
+    fail_matching: Option<(String, StatusCode)>,
+    /// Every request is answered 503: the receiver is down.
+    down: bool,
 }
 
 /// An HTTP server on `127.0.0.1:0` standing in for the Telegram Bot API and a webhook receiver.
@@ -137,7 +139,33 @@ impl SinkStandIn {
 
     /// From now on, answer 503 to every request whose body contains `needle`.
     pub fn fail_requests_containing(&self, needle: &str) {
-        self.lock().fail_matching = Some(needle.to_owned());
+        self.refuse_requests_containing(needle, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// From now on, answer `status` (with a Bot-API-style JSON refusal) to every request whose body contains
+    /// `needle`.
+    pub fn refuse_requests_containing(&self, needle: &str, status: StatusCode) {
+        self.lock().fail_matching = Some((needle.to_owned(), status));
+    }
+
+    /// Answer every request normally again.
+    pub fn stop_refusing(&self) {
+        self.lock().fail_matching = None;
+    }
+
+    /// From now on, answer 503 to every request (an outage), until [`SinkStandIn::recover`].
+    pub fn go_down(&self) {
+        self.lock().down = true;
+    }
+
+    /// Ends the outage.
+    pub fn recover(&self) {
+        self.lock().down = false;
+    }
+
+    /// Calls to `path` answered with success, in arrival order.
+    pub fn calls_to(&self, path: &str) -> Vec<Received> {
+        self.lock().received.iter().filter(|r| r.path == path).cloned().collect()
     }
 
     /// Webhook calls answered with success, in arrival order.
@@ -164,9 +192,19 @@ impl SinkStandIn {
 fn answer(state: &Mutex<State>, uri: Uri, body: &[u8]) -> axum::response::Response {
     let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let text = String::from_utf8_lossy(body);
-    if state.fail_matching.as_deref().is_some_and(|needle| text.contains(needle)) {
+    if state.down {
         state.failed_attempts += 1;
-        return (StatusCode::SERVICE_UNAVAILABLE, "failing on purpose").into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, "down on purpose").into_response();
+    }
+    if let Some((_, status)) = state.fail_matching.as_ref().filter(|(needle, _)| text.contains(needle.as_str())) {
+        let status = *status;
+        state.failed_attempts += 1;
+        let refusal = serde_json::json!({
+            "ok": false,
+            "error_code": status.as_u16(),
+            "description": format!("refused on purpose with {status}"),
+        });
+        return (status, Json(refusal)).into_response();
     }
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
         return (StatusCode::BAD_REQUEST, "not JSON").into_response();

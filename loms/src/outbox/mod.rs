@@ -22,10 +22,12 @@
 
 mod config;
 mod relay;
+mod republish;
 mod source;
 
 pub use config::RelayConfig;
 pub use relay::{HEALTHY_LAG, RelayHandle, RelayStatus, lag, spawn};
+pub use republish::SentEvent;
 pub use source::{OutboxLag, OutboxSource, Republish};
 
 #[doc(hidden)]

@@ -14,6 +14,7 @@ impl LogSink {
             event_id = %notification.event_id,
             order_id = notification.event.order_id,
             user = notification.event.user,
+            audience = notification.audience.as_str(),
             "{}",
             notification.text
         );

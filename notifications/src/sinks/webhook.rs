@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Notification, SinkError};
 use minizon_proto::events::OrderStatusChanged;
 
-/// Posts `{"eventId", "orderId", "text", "event"}` to one URL, with an `Idempotency-Key` header carrying the event
+/// Posts `{"eventId", "orderId", "audience", "text", "event"}` to one URL, with an `Idempotency-Key` header carrying the event
 /// id so that the receiver can de-duplicate as well. Any 2xx is a success.
 #[derive(Debug, Clone)]
 pub struct WebhookSink {
@@ -20,6 +20,8 @@ pub struct WebhookSink {
 struct WebhookBody<'a> {
     event_id: String,
     order_id: i64,
+    /// `customer` or `staff` (added after the first version; receivers that ignore it are unaffected).
+    audience: &'static str,
     text: &'a str,
     /// The event in the proto3 JSON mapping, as on the topic.
     event: &'a OrderStatusChanged,
@@ -37,6 +39,7 @@ impl WebhookSink {
         let body = WebhookBody {
             event_id: notification.event_id.to_string(),
             order_id: notification.event.order_id,
+            audience: notification.audience.as_str(),
             text: notification.text,
             event: notification.event,
         };

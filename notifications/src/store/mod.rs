@@ -7,6 +7,9 @@
 //! notification; only a crash between a sink's success and the commit can (the at-least-once window every
 //! external side effect has), and sinks that call out pass the event id on for the receiver to close it.
 //!
+//! Once every channel an event is routed to has it (or it went to the dead-letter topic), the event is recorded
+//! as handled (`handled_events`): what the embedded mode compares LOMS's outbox with at start-up.
+//!
 //! Two backends keep that promise, chosen by the database URL at start: PostgreSQL (`postgres://…`, the
 //! production topology, where the wait is on the row's key) and SQLite (`sqlite://…` or `sqlite::memory:`, the
 //! embedded mode, where the wait is on the one write transaction SQLite runs at a time).
@@ -14,7 +17,7 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use minizon_common::db::Backend;
 pub use postgres::PgProcessedEvents;
@@ -30,6 +33,28 @@ pub enum ProcessedEvents {
     /// An SQLite file (or `sqlite::memory:`): the embedded mode, one process per file.
     Sqlite(SqliteProcessedEvents),
 }
+
+/// How an event was finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Every channel it is routed to has it.
+    Notified,
+    /// It is on the dead-letter topic, with the reason.
+    DeadLettered,
+}
+
+impl Handled {
+    /// The value stored in `handled_events.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Notified => "notified",
+            Self::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+/// Event ids per lookup statement in [`ProcessedEvents::handled_among`].
+const LOOKUP_CHUNK: usize = 10_000;
 
 /// An open claim on `(event id, sink)`; commit it once the sink took the notification, drop it otherwise (the
 /// row goes with the rolled-back transaction, so a later delivery of the event sends again).
@@ -81,6 +106,27 @@ impl ProcessedEvents {
         }
     }
 
+    /// Records that the event needs nothing more (idempotent: a second record keeps the first).
+    pub async fn mark_handled(&self, event_id: Uuid, order_id: i64, outcome: Handled) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(store) => store.mark_handled(event_id, order_id, outcome).await,
+            Self::Sqlite(store) => store.mark_handled(event_id, order_id, outcome).await,
+        }
+    }
+
+    /// Which of `event_ids` are recorded as handled.
+    pub async fn handled_among(&self, event_ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
+        let mut handled = HashSet::new();
+        for chunk in event_ids.chunks(LOOKUP_CHUNK) {
+            let found = match self {
+                Self::Postgres(store) => store.handled_among(chunk).await?,
+                Self::Sqlite(store) => store.handled_among(chunk).await?,
+            };
+            handled.extend(found);
+        }
+        Ok(handled)
+    }
+
     /// Forgets deliveries older than `retention`, in bounded chunks so no statement holds locks for long.
     /// Returns how many were forgotten.
     pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
@@ -123,6 +169,10 @@ mod tests {
         assert!(matches!(store, ProcessedEvents::Sqlite(_)));
         assert!(duplicate.is_none());
         assert!(store.ping().await);
+        store.mark_handled(event, 1, Handled::Notified).await.unwrap();
+        store.mark_handled(event, 1, Handled::DeadLettered).await.unwrap();
+        let unknown = Uuid::now_v7();
+        assert_eq!(store.handled_among(&[event, unknown]).await.unwrap(), HashSet::from([event]));
         assert_eq!(store.prune(Duration::from_secs(3600)).await.unwrap(), 0);
     }
 

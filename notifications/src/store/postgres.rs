@@ -6,12 +6,22 @@
 
 use std::time::Duration;
 
+use super::Handled;
+
 use anyhow::Context as _;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Rows deleted per pruning statement, so that no statement holds its locks for long.
 const PRUNE_CHUNK: u32 = 10_000;
+
+/// One chunk of pruning per table: deliveries, then handled events.
+const PRUNE_STATEMENTS: [&str; 2] = [
+    "delete from processed_events where ctid in (
+         select ctid from processed_events where processed_at < now() - make_interval(secs => $1) limit $2)",
+    "delete from handled_events where ctid in (
+         select ctid from handled_events where handled_at < now() - make_interval(secs => $1) limit $2)",
+];
 
 /// The de-duplication store on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -75,21 +85,45 @@ impl PgProcessedEvents {
         Ok(())
     }
 
-    /// Forgets deliveries older than `retention`, in chunks of 10 000 rows.
+    /// Records that the event needs nothing more.
+    pub async fn mark_handled(&self, event_id: Uuid, order_id: i64, outcome: Handled) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into handled_events (event_id, order_id, outcome) values ($1, $2, $3) on conflict do nothing",
+        )
+        .bind(event_id)
+        .bind(order_id)
+        .bind(outcome.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Which of `event_ids` are recorded as handled.
+    pub async fn handled_among(&self, event_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar("select event_id from handled_events where event_id = any($1)")
+            .bind(event_ids)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Forgets deliveries and handled events older than `retention`, in chunks of 10 000 rows.
     pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
         let mut total = 0;
+        for delete in PRUNE_STATEMENTS {
+            total += self.prune_table(delete, retention).await?;
+        }
+        Ok(total)
+    }
+
+    async fn prune_table(&self, delete: &'static str, retention: Duration) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
         loop {
-            let deleted = sqlx::query(
-                "delete from processed_events where ctid in (
-                     select ctid from processed_events
-                     where processed_at < now() - make_interval(secs => $1)
-                     limit $2)",
-            )
-            .bind(retention.as_secs_f64())
-            .bind(i64::from(PRUNE_CHUNK))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            let deleted = sqlx::query(delete)
+                .bind(retention.as_secs_f64())
+                .bind(i64::from(PRUNE_CHUNK))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
             total += deleted;
             if deleted < u64::from(PRUNE_CHUNK) {
                 return Ok(total);

@@ -19,10 +19,18 @@ use minizon_common::db::SqlitePools;
 use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::Handled;
+
 type Tx = Transaction<'static, Sqlite>;
 
 /// Rows deleted per pruning transaction, so that a pending claim never waits behind a long delete.
 const PRUNE_CHUNK: u32 = 10_000;
+
+/// One chunk of pruning per table: deliveries, then handled events.
+const PRUNE_STATEMENTS: [&str; 2] = [
+    "delete from processed_events where rowid in (select rowid from processed_events where processed_at < ?1 limit ?2)",
+    "delete from handled_events where rowid in (select rowid from handled_events where handled_at < ?1 limit ?2)",
+];
 
 /// The de-duplication store on an SQLite file (or in memory).
 #[derive(Debug, Clone)]
@@ -75,27 +83,58 @@ impl SqliteProcessedEvents {
         tx.commit().await
     }
 
-    /// Forgets deliveries older than `retention`, in chunks of 10 000 rows, each in a transaction of its
-    /// own so that the worker's claims get the writer between them.
+    /// Records that the event needs nothing more.
+    pub async fn mark_handled(&self, event_id: Uuid, order_id: i64, outcome: Handled) -> Result<(), sqlx::Error> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "insert into handled_events (event_id, order_id, outcome, handled_at) values (?1, ?2, ?3, ?4)
+             on conflict do nothing",
+        )
+        .bind(event_id.hyphenated())
+        .bind(order_id)
+        .bind(outcome.as_str())
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Which of `event_ids` are recorded as handled.
+    pub async fn handled_among(&self, event_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+        let ids: Vec<String> = event_ids.iter().map(|id| id.hyphenated().to_string()).collect();
+        let ids = serde_json::to_string(&ids).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+        let found: Vec<String> = sqlx::query_scalar(
+            "select event_id from handled_events where event_id in (select value from json_each(?1))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pools.reader)
+        .await?;
+        // Only this worker writes the table, always in the hyphenated form.
+        Ok(found.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect())
+    }
+
+    /// Forgets deliveries and handled events older than `retention`, in chunks of 10 000 rows, each in a
+    /// transaction of its own so that the worker's claims get the writer between them.
     pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
         let retention = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         self.prune_before(now_millis().saturating_sub(retention)).await
     }
 
-    /// Forgets deliveries recorded before `cutoff` (Unix milliseconds).
+    /// Forgets deliveries and handled events recorded before `cutoff` (Unix milliseconds).
     async fn prune_before(&self, cutoff: i64) -> Result<u64, sqlx::Error> {
+        let mut total = 0;
+        for delete in PRUNE_STATEMENTS {
+            total += self.prune_table(delete, cutoff).await?;
+        }
+        Ok(total)
+    }
+
+    async fn prune_table(&self, delete: &'static str, cutoff: i64) -> Result<u64, sqlx::Error> {
         let mut total = 0;
         loop {
             let mut tx = self.write().await?;
-            let deleted = sqlx::query(
-                "delete from processed_events where rowid in (
-                     select rowid from processed_events where processed_at < ?1 limit ?2)",
-            )
-            .bind(cutoff)
-            .bind(i64::from(PRUNE_CHUNK))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let deleted =
+                sqlx::query(delete).bind(cutoff).bind(i64::from(PRUNE_CHUNK)).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             total += deleted;
             if deleted < u64::from(PRUNE_CHUNK) {
