@@ -160,7 +160,8 @@ pub async fn progress(
     )
     .fetch_one(pool)
     .await?;
-    let unnotified = outbox_ids(pool).await?.iter().filter(|id| !received.contains_key(*id) && !dead.contains(*id)).count();
+    let unnotified =
+        outbox_ids(pool).await?.iter().filter(|id| !received.contains_key(*id) && !dead.contains(*id)).count();
     Ok(Progress { awaiting: row.get("awaiting"), unsent: row.get("unsent"), unnotified })
 }
 
@@ -224,8 +225,12 @@ pub async fn count(
 
     // What the clients were told against what the database holds.
     let ids: Vec<i64> = orders.iter().filter_map(|o| o.order_id).collect();
-    let status_of: HashMap<i64, i16> =
-        sqlx::query_as("select id, status from orders where id = any($1)").bind(&ids).fetch_all(pool).await?.into_iter().collect();
+    let status_of: HashMap<i64, i16> = sqlx::query_as("select id, status from orders where id = any($1)")
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
     counts.wrong_final_status = orders
         .iter()
         .filter_map(|order| {

@@ -327,6 +327,11 @@ impl Client {
                 | Code::ResourceExhausted => {
                     *self.result.retried.entry(code_name(status.code())).or_default() += 1;
                 }
+                // No answer at all: the connection died with the process (a replica being killed). tonic reports
+                // that as UNKNOWN "transport error"; no server said UNKNOWN, so it is a transient failure.
+                Code::Unknown if lost_connection(&status) => {
+                    *self.result.retried.entry("connection lost").or_default() += 1;
+                }
                 Code::Internal | Code::Unknown => {
                     self.result.internal_or_unknown += 1;
                     self.example(op, &status);
@@ -350,4 +355,9 @@ impl Client {
             self.result.examples.push(format!("{op}: {} {}", code_name(status.code()), status.message()));
         }
     }
+}
+
+/// Whether `status` is tonic's report of a connection that failed mid-call rather than a server's answer.
+fn lost_connection(status: &Status) -> bool {
+    status.message() == "transport error" && std::error::Error::source(status).is_some()
 }

@@ -45,7 +45,10 @@ impl Report {
         let checks = vec![
             Check { name: "units oversold", count: to_u64(counts.oversold_units) },
             Check { name: "stock rows whose on hand ≠ seeded − paid", count: to_u64(counts.stock_rows_off) },
-            Check { name: "units left reserved by no order awaiting payment", count: to_u64(counts.leftover_reserved_units) },
+            Check {
+                name: "units left reserved by no order awaiting payment",
+                count: to_u64(counts.leftover_reserved_units),
+            },
             Check { name: "orders not finished after the settle wait", count: to_u64(counts.unfinished_orders) },
             Check { name: "orders not in the status the client was told", count: to_u64(counts.wrong_final_status) },
             Check { name: "status changes without their outbox event", count: to_u64(counts.history_without_event) },
@@ -84,10 +87,19 @@ impl Report {
         let all = load.all_calls().summary(load.elapsed);
         let create = load.ops.get("CreateOrder").map(|r| r.summary(load.elapsed));
         md.push_str("\n| load held | |\n|---|---:|\n");
-        let _ = writeln!(md, "| orders/s (asked: {:.0}) | {:.1} |", args.paced_rate().unwrap_or(0.0), load.orders_per_sec());
+        let _ = writeln!(
+            md,
+            "| orders/s (asked: {:.0}) | {:.1} |",
+            args.paced_rate().unwrap_or(0.0),
+            load.orders_per_sec()
+        );
         let _ = writeln!(md, "| p99 of all answered calls, ms | {:.1} |", all.latency_ms.p99);
         if let Some(create) = create {
-            let _ = writeln!(md, "| CreateOrder p50 / p99 / max, ms | {:.1} / {:.1} / {:.1} |", create.latency_ms.p50, create.latency_ms.p99, create.latency_ms.max);
+            let _ = writeln!(
+                md,
+                "| CreateOrder p50 / p99 / max, ms | {:.1} / {:.1} / {:.1} |",
+                create.latency_ms.p50, create.latency_ms.p99, create.latency_ms.max
+            );
         }
         let _ = writeln!(md, "| calls answered | {} |", all.ok);
         let refused: u64 = load.refused.values().sum();
