@@ -79,6 +79,11 @@ impl Report {
             humantime::format_duration(faults.broker_paused),
             humantime::format_duration(faults.receiver_outage),
         );
+        let timeline: Vec<String> =
+            faults.events.iter().map(|event| format!("{:.0}s {}", event.at.as_secs_f64(), event.what)).collect();
+        if !timeline.is_empty() {
+            let _ = writeln!(md, "timeline: {}\n", timeline.join("; "));
+        }
         md.push_str("| guarantee | count |\n|---|---:|\n");
         for check in &checks {
             let _ = writeln!(md, "| {} | {} |", check.name, check.count);
