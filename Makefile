@@ -3,7 +3,12 @@
 CARGO ?= cargo
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/minizon_test
 
-.PHONY: help run build test lint fmt run-loms bench bench-smoke run-product-service run-checkout seed-stock kafka kafka-install run-notifications test-events
+# `make up` / `make soak`: cargo profile of the binaries (dev or release) and where cargo puts them.
+PROFILE ?= dev
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BIN_DIR = $(TARGET_DIR)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+
+.PHONY: help run build test up down build-bins soak soak-smoke lint fmt run-loms bench bench-smoke run-product-service run-checkout seed-stock kafka kafka-install run-notifications test-events
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -13,6 +18,23 @@ run: ## the whole system in one process: SQLite under data/, an embedded Kafka-p
 
 build: ## build every binary
 	$(CARGO) build --workspace --bins
+
+build-bins: ## every binary of the workspace in one build (one feature set), PROFILE=dev (default) or release
+	$(CARGO) build --workspace --bins --profile $(PROFILE)
+
+up: build-bins kafka-install ## the production topology in the background: broker, LOMS_REPLICAS LOMS (default 1), ProductService, Checkout, Notifications on PostgreSQL; logs in data/up/
+	$(BIN_DIR)/minizon-bench up --bin-dir $(BIN_DIR)
+
+down: ## stop exactly what `make up` started (its pid files in data/up/)
+	@if [ -x $(BIN_DIR)/minizon-bench ]; then $(BIN_DIR)/minizon-bench down; else $(CARGO) run -q -p minizon-bench -- down; fi
+
+soak: build-bins kafka-install ## the fault suite: 10,000 orders while LOMS replicas, Notifications, the broker and the webhook fail; prints a table, fails unless every count is zero
+	$(BIN_DIR)/minizon-bench soak --bin-dir $(BIN_DIR) --report $(TARGET_DIR)/soak.md $(SOAK_ARGS)
+
+soak-smoke: build-bins kafka-install ## the fault suite in a few minutes (300 orders, one fault of each kind), as CI runs it
+	$(BIN_DIR)/minizon-bench soak --bin-dir $(BIN_DIR) --run-dir data/soak-smoke --port-base 57200 \
+	  --orders 300 --clients 16 --fault-window 30s --loms-kills 1 --notifications-kills 1 \
+	  --broker-pause 5s --receiver-outage 1s --settle-timeout 180s --report $(TARGET_DIR)/soak-smoke.md $(SOAK_ARGS)
 
 test: kafka-install ## run every test: all crates on PostgreSQL, then the end-to-end suites again on SQLite
 	psql "$(dir $(TEST_DATABASE_URL))postgres" -qc 'drop database if exists minizon_test with (force)' >/dev/null

@@ -11,9 +11,12 @@ pub mod report;
 pub mod rss;
 pub mod runner;
 pub mod scenarios;
+pub mod soak;
 pub mod stats;
 pub mod sweep;
 pub mod target;
+pub mod topology;
+pub mod up;
 
 use std::{path::Path, sync::Arc, time::Duration};
 

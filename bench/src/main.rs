@@ -1,4 +1,5 @@
-//! The `minizon-bench` binary: `run` the benchmark, or `wait` for a server the calling script just started.
+//! The `minizon-bench` binary: `run` the benchmark, `wait` for a server the calling script just started, `up` /
+//! `down` the production topology, and `soak` it under faults.
 
 use std::io::Write as _;
 
@@ -25,5 +26,34 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Wait { url, timeout } => minizon_bench::target::wait_serving(&url, timeout).await,
+        Command::Up(args) => {
+            minizon_common::telemetry::init(&args.log);
+            let summary = minizon_bench::up::up(&args).await?;
+            std::io::stdout().write_all(summary.as_bytes())?;
+            Ok(())
+        }
+        Command::Down(args) => {
+            let run_dir = std::path::absolute(&args.run_dir)?;
+            let stopped = minizon_bench::topology::down(&run_dir).await?;
+            let text = if stopped.is_empty() {
+                format!("nothing of `make up` runs (no live pid file in {})\n", run_dir.display())
+            } else {
+                format!("stopped {}\n", stopped.join(", "))
+            };
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
+        }
+        Command::Soak(args) => {
+            minizon_common::telemetry::init(&args.log);
+            let report = minizon_bench::soak::run(&args).await?;
+            std::io::stdout().write_all(report.markdown.as_bytes())?;
+            if let Some(path) = &args.report {
+                std::fs::write(path, &report.markdown).with_context(|| format!("write {}", path.display()))?;
+            }
+            if !report.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
