@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Wait { url, timeout } => minizon_bench::target::wait_serving(&url, timeout).await,
         Command::Up(args) => {
-            minizon_common::telemetry::init(&args.log);
+            let _telemetry = minizon_common::telemetry::init("minizon-bench", &args.log);
             let summary = minizon_bench::up::up(&args).await?;
             std::io::stdout().write_all(summary.as_bytes())?;
             Ok(())
@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Soak(args) => {
-            minizon_common::telemetry::init(&args.log);
+            let _telemetry = minizon_common::telemetry::init("minizon-bench", &args.log);
             let report = minizon_bench::soak::run(&args).await?;
             std::io::stdout().write_all(report.markdown.as_bytes())?;
             if let Some(path) = &args.report {
