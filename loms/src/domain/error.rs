@@ -53,18 +53,6 @@ pub enum LomsError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl From<sqlx::Error> for LomsError {
-    fn from(error: sqlx::Error) -> Self {
-        if minizon_common::db::is_unavailable(&error) {
-            Self::Unavailable(error.to_string())
-        } else if minizon_common::db::is_retryable_conflict(&error) {
-            Self::Contention
-        } else {
-            Self::Internal(Box::new(error))
-        }
-    }
-}
-
 impl LomsError {
     /// Whether running the same transaction again may succeed.
     pub fn is_contention(&self) -> bool {
