@@ -178,7 +178,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: an order another replica's sweep, a payment or a cancel holds is left to that transaction.
         // The items are read outside the locking query, so they are read only for the orders it claimed.
-        let due: Vec<(i64, i64, i16, Vec<i64>, Vec<i32>)> = sqlx::query_as(
+        let due: Vec<DueRow> = sqlx::query_as(
             "with due as (
                  select id, user_id, status from orders
                  where status = 1 and payment_deadline <= now()
@@ -222,6 +222,9 @@ impl PgStore {
         Ok(ids)
     }
 }
+
+/// A due order as the sweep's claiming query reads it: id, user, status, item skus and counts.
+type DueRow = (i64, i64, i16, Vec<i64>, Vec<i32>);
 
 /// An order as [`decide`] sees it, from the columns the locking queries read.
 fn order_state(
