@@ -20,6 +20,10 @@ pub enum LomsError {
     #[error("not enough stock: {detail}; order {order_id} was kept with status failed")]
     InsufficientStock { order_id: OrderId, detail: String },
 
+    /// ChangeOrder's new lines cannot be reserved; the order keeps its old lines and reservation.
+    #[error("order {order_id} cannot be changed: not enough stock: {detail}; it keeps its lines and reservation")]
+    ChangeShort { order_id: OrderId, detail: String },
+
     /// The order's status forbids the action.
     #[error("order {order_id} is {} and cannot be {action}", status.name())]
     IllegalTransition { order_id: OrderId, status: OrderStatus, action: &'static str },

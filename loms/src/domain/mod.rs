@@ -13,7 +13,7 @@ pub mod storage;
 pub use allocation::{Reservation, Shortage, StockRow, allocate};
 pub use error::LomsError;
 pub use ids::{Count, OrderId, Sku, UserId, WarehouseId};
-pub use lifecycle::{Command, OrderState, Plan, decide, unpaid_timeout};
+pub use lifecycle::{Command, OrderState, Plan, RefundReason, RefundState, decide, unpaid_timeout};
 pub use order::{Decision, Order, OrderLines, OrderStatus, RecordedTransition, Step, Transition, TransitionReason};
 pub use placement::{Placement, place};
 pub use stock::{Ledger, Settlement, StockDelta, StockLevel};

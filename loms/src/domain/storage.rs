@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{
     error::LomsError,
     ids::{OrderId, Sku, UserId, WarehouseId},
+    lifecycle::Command,
     order::{Order, OrderLines, OrderStatus, RecordedTransition},
     stock::StockLevel,
 };
@@ -76,6 +77,10 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Unpaid → `cancelled`, reservation freed. Cancelling a cancelled order changes nothing.
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError>;
+
+    /// Runs any other command on an existing order (ship, deliver, refund, change, receive a return): the
+    /// decision of [`super::lifecycle::decide`] under the order's row lock, written in one transaction.
+    async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError>;
 
     /// Cancels up to `limit` orders whose payment deadline has passed (a backend may take fewer per call),
     /// skipping orders another transaction holds; returns the ids it cancelled, none when none are due.

@@ -30,9 +30,9 @@ use super::{
     stock_cache::StockCache,
 };
 use crate::domain::{
-    Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderState, OrderStore,
-    Placement, Plan, RecordedTransition, Reservation, Sku, StockDelta, StockLevel, StockStore, UserId, WarehouseId,
-    decide, place,
+    Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderLines, OrderState,
+    OrderStore, Placement, Plan, RecordedTransition, RefundState, Reservation, Sku, StockDelta, StockLevel, StockStore,
+    UserId, WarehouseId, decide, place,
 };
 
 type Tx = Transaction<'static, Postgres>;
@@ -164,10 +164,21 @@ impl PgStore {
             return Ok(());
         };
         let mut ledger = Ledger::default();
-        if let Some(settlement) = plan.settlement {
+        if let Some(new_lines) = &plan.new_lines {
+            let skus: Vec<i64> =
+                order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| i64::from(sku.get())).collect();
+            let (held, levels) = lock_stock_of_skus(&mut tx, id, &skus).await?;
+            ledger = Ledger::new(levels);
+            let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
+            write_change(&mut tx, &order, &plan, &ledger, new_lines, &reservations).await?;
+            let skus = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
+            self.after_commit.commit(tx, skus).await?;
+            return plan.reply;
+        }
+        if plan.settlement.is_some() {
             let (held, levels) = lock_held_stock(&mut tx, &[id]).await?;
             ledger = Ledger::new(levels);
-            ledger.settle(settlement, &held.into_iter().map(|(_, r)| r).collect::<Vec<_>>())?;
+            plan.apply_stock(&order, &held.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), &mut ledger)?;
         }
         write_plans(&mut tx, &[(&order, &plan)], &ledger).await?;
         self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
@@ -196,7 +207,7 @@ impl PgStore {
         .await?;
         let mut orders = Vec::with_capacity(due.len());
         for (id, user, status, skus, counts) in due {
-            let order = order_state(id, user, status, true, skus, counts)?;
+            let order = order_state(id, user, status, true, 0, skus, counts)?;
             if let Some(plan) = decide(&order, &Command::Timeout)? {
                 orders.push((order, plan));
             }
@@ -209,11 +220,8 @@ impl PgStore {
         let (held, levels) = lock_held_stock(&mut tx, &ids).await?;
         let mut ledger = Ledger::new(levels);
         for (order, plan) in &orders {
-            if let Some(settlement) = plan.settlement {
-                let of_order: Vec<Reservation> =
-                    held.iter().filter(|(id, _)| *id == order.id).map(|(_, r)| *r).collect();
-                ledger.settle(settlement, &of_order)?;
-            }
+            let of_order: Vec<Reservation> = held.iter().filter(|(id, _)| *id == order.id).map(|(_, r)| *r).collect();
+            plan.apply_stock(order, &of_order, &mut ledger)?;
         }
         let batch: Vec<(&OrderState, &Plan)> = orders.iter().map(|(order, plan)| (order, plan)).collect();
         write_plans(&mut tx, &batch, &ledger).await?;
@@ -232,10 +240,12 @@ fn order_state(
     user: i64,
     status: i16,
     overdue: bool,
+    refund: i16,
     skus: Vec<i64>,
     counts: Vec<i32>,
 ) -> Result<OrderState, LomsError> {
     Ok(OrderState {
+        refund: RefundState::from_code(refund).ok_or_else(|| corrupt(format!("unknown refund state {refund}")))?,
         id: stored_order_id(id)?,
         user: stored_user(user)?,
         status: stored_status(status.into())?,
@@ -247,7 +257,7 @@ fn order_state(
 /// Locks an existing order's row (the first lock of every transaction on it) and reads it with its items.
 async fn lock_order(tx: &mut Tx, id: OrderId) -> Result<OrderState, LomsError> {
     let row = sqlx::query(
-        "select o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue,
+        "select o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue, o.refund_state,
                 array(select sku from order_items i where i.order_id = o.id order by sku) as skus,
                 array(select count from order_items i where i.order_id = o.id order by sku) as counts
          from orders o where o.id = $1 for update",
@@ -256,7 +266,15 @@ async fn lock_order(tx: &mut Tx, id: OrderId) -> Result<OrderState, LomsError> {
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(LomsError::OrderNotFound(id))?;
-    order_state(id.get(), row.get("user_id"), row.get("status"), row.get("overdue"), row.get("skus"), row.get("counts"))
+    order_state(
+        id.get(),
+        row.get("user_id"),
+        row.get("status"),
+        row.get("overdue"),
+        row.get("refund_state"),
+        row.get("skus"),
+        row.get("counts"),
+    )
 }
 
 /// Takes the id of a new order from its sequence and locks the stock rows of `skus` in the global lock order,
@@ -314,6 +332,81 @@ async fn lock_held_stock(
         levels.push(stored_level(warehouse, sku, on_hand, reserved)?);
     }
     Ok((held, levels))
+}
+
+/// Locks, in the global order, every stock row of `skus` (an order's old and new lines, for ChangeOrder), and reads
+/// their levels with what the order holds in each: one round trip.
+async fn lock_stock_of_skus(
+    tx: &mut Tx,
+    order: OrderId,
+    skus: &[i64],
+) -> Result<(Vec<Reservation>, Vec<StockLevel>), LomsError> {
+    let rows: Vec<(i64, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+        "select s.warehouse_id, s.sku, s.on_hand, s.reserved, r.count
+         from stocks s
+         left join reservations r on r.order_id = $1 and r.sku = s.sku and r.warehouse_id = s.warehouse_id
+         where s.sku = any($2)
+         order by s.sku, s.warehouse_id
+         for update of s",
+    )
+    .bind(order.get())
+    .bind(skus)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut held = Vec::new();
+    let mut levels = Vec::with_capacity(rows.len());
+    for (warehouse, sku, on_hand, reserved, count) in rows {
+        if let Some(count) = count {
+            held.push(stored_reservation(sku, warehouse, count)?);
+        }
+        levels.push(stored_level(warehouse, sku, on_hand, reserved)?);
+    }
+    Ok((held, levels))
+}
+
+/// Writes a change of lines in one statement: the new items and reservations replace the old (rows to drop and
+/// rows to upsert are disjoint, so no row is touched twice), the ledger's deltas, the history row and the event.
+async fn write_change(
+    tx: &mut Tx,
+    order: &OrderState,
+    plan: &Plan,
+    ledger: &Ledger,
+    lines: &OrderLines,
+    reservations: &[Reservation],
+) -> Result<(), LomsError> {
+    let events = EventRows::of([(order.id, order.user, lines, plan.steps.as_slice())], Utc::now());
+    let query = sqlx::query(concat!(
+        "with ",
+        record_ctes!(),
+        ", ",
+        stock_cte!(),
+        ", gone_items as (
+             delete from order_items where order_id = $14 and sku <> all($15::bigint[])
+         ), items as (
+             insert into order_items (order_id, sku, count)
+             select $14, * from unnest($15::bigint[], $16::int[])
+             on conflict (order_id, sku) do update set count = excluded.count
+         ), gone_reservations as (
+             delete from reservations r where r.order_id = $14 and not exists (
+                 select 1 from unnest($17::bigint[], $18::bigint[]) as n(sku, warehouse_id)
+                 where n.sku = r.sku and n.warehouse_id = r.warehouse_id)
+         ), reserved as (
+             insert into reservations (order_id, sku, warehouse_id, count)
+             select $14, * from unnest($17::bigint[], $18::bigint[], $19::bigint[])
+             on conflict (order_id, sku, warehouse_id) do update set count = excluded.count
+         )
+         update orders set updated_at = now() where id = $14"
+    ));
+    bind_deltas(bind_events(query, events), &ledger.deltas())
+        .bind(order.id.get())
+        .bind(lines.iter().map(|(sku, _)| i64::from(sku.get())).collect::<Vec<_>>())
+        .bind(lines.iter().map(|(_, count)| count.get() as i32).collect::<Vec<_>>())
+        .bind(reservations.iter().map(|r| i64::from(r.sku.get())).collect::<Vec<_>>())
+        .bind(reservations.iter().map(|r| r.warehouse.get()).collect::<Vec<_>>())
+        .bind(reservations.iter().map(|r| r.count as i64).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Writes a new order in one statement: the order row with its final status, its items, its reservations (units
@@ -374,22 +467,28 @@ async fn write_new_order(
 /// [`lock_held_stock`]), each order's new status (a deadline only while awaiting payment), history and events.
 async fn write_plans(tx: &mut Tx, batch: &[(&OrderState, &Plan)], ledger: &Ledger) -> Result<(), LomsError> {
     let events = EventRows::of(
-        batch.iter().map(|(order, plan)| (order.id, order.user, &order.lines, plan.steps.as_slice())),
+        batch.iter().map(|(order, plan)| (order.id, order.user, plan.lines(order), plan.steps.as_slice())),
         Utc::now(),
     );
     let ids: Vec<i64> = batch.iter().map(|(order, _)| order.id.get()).collect();
     let statuses: Vec<i16> = batch.iter().map(|(_, plan)| plan.status.code()).collect();
+    let refunds: Vec<i16> = batch.iter().map(|(_, plan)| plan.refund.code()).collect();
     let query = sqlx::query(concat!(
         "with ",
         record_ctes!(),
         ", ",
         stock_cte!(),
-        "update orders o set status = u.status, updated_at = now(),
+        "update orders o set status = u.status, refund_state = u.refund_state, updated_at = now(),
                 payment_deadline = case when u.status = 1 then o.payment_deadline end
-         from unnest($14::bigint[], $15::smallint[]) as u(id, status)
+         from unnest($14::bigint[], $15::smallint[], $16::smallint[]) as u(id, status, refund_state)
          where o.id = u.id"
     ));
-    bind_deltas(bind_events(query, events), &ledger.deltas()).bind(&ids).bind(&statuses).execute(&mut **tx).await?;
+    bind_deltas(bind_events(query, events), &ledger.deltas())
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&refunds)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -474,6 +573,10 @@ impl OrderStore for PgStore {
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
         Self::with_retry(|| self.try_command(id, &Command::Cancel)).await
+    }
+
+    async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
+        Self::with_retry(|| self.try_command(id, &command)).await
     }
 
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {

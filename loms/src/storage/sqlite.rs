@@ -27,7 +27,8 @@ use super::{
 };
 use crate::domain::{
     Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderLines, OrderState,
-    OrderStore, Plan, RecordedTransition, Reservation, Sku, StockLevel, StockStore, UserId, WarehouseId, decide, place,
+    OrderStore, Plan, RecordedTransition, RefundState, Reservation, Sku, StockLevel, StockStore, UserId, WarehouseId,
+    decide, place,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -100,7 +101,7 @@ impl SqliteStore {
         .await?;
         let order_id = stored_order_id(order_id)?;
         write_items(&mut tx, order_id, &request.lines).await?;
-        let mut ledger = Ledger::new(stock_of_skus(&mut tx, &request.lines).await?);
+        let mut ledger = Ledger::new(stock_of_skus(&mut tx, request.lines.iter().map(|(sku, _)| sku)).await?);
         let placement = place(order_id, request, &mut ledger);
         write_reservations(&mut tx, order_id, &placement.reservations).await?;
         apply_deltas(&mut tx, &ledger).await?;
@@ -128,6 +129,31 @@ impl SqliteStore {
         let Some(plan) = decide(&order, command)? else {
             return Ok(());
         };
+        if let Some(new_lines) = &plan.new_lines {
+            let both = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
+            let mut ledger = Ledger::new(stock_of_skus(&mut tx, both.iter().copied()).await?);
+            let held: Vec<(i64, i64, i64)> =
+                sqlx::query_as("select sku, warehouse_id, count from reservations where order_id = ?1")
+                    .bind(id.get())
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let held = held
+                .into_iter()
+                .map(|(sku, warehouse, count)| stored_reservation(sku, warehouse, count))
+                .collect::<Result<Vec<_>, _>>()?;
+            let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
+            for table in ["order_items", "reservations"] {
+                sqlx::query(&format!("delete from {table} where order_id = ?1"))
+                    .bind(id.get())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            write_items(&mut tx, id, new_lines).await?;
+            write_reservations(&mut tx, id, &reservations).await?;
+            write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
+            self.after_commit.commit(tx, both).await?;
+            return plan.reply;
+        }
         let ledger = settle(&mut tx, &[(&order, &plan)]).await?;
         write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
         self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
@@ -247,8 +273,8 @@ async fn replay(
 /// The orders `ids` as [`decide`] sees them, with their items (unknown ids are left out): two statements.
 async fn load_orders(tx: &mut Tx, ids: &[OrderId], now: DateTime<Utc>) -> Result<Vec<OrderState>, LomsError> {
     let ids = json(&ids.iter().map(|id| id.get()).collect::<Vec<_>>())?;
-    let heads: Vec<(i64, i64, i64, Option<i64>)> = sqlx::query_as(
-        "select id, user_id, status, payment_deadline from orders where id in (select value from json_each(?1))
+    let heads: Vec<(i64, i64, i64, Option<i64>, i16)> = sqlx::query_as(
+        "select id, user_id, status, payment_deadline, refund_state from orders where id in (select value from json_each(?1))
          order by id",
     )
     .bind(&ids)
@@ -263,7 +289,7 @@ async fn load_orders(tx: &mut Tx, ids: &[OrderId], now: DateTime<Utc>) -> Result
     .await?;
     heads
         .into_iter()
-        .map(|(id, user, status, deadline)| {
+        .map(|(id, user, status, deadline, refund)| {
             let lines = items.iter().filter(|(order, ..)| *order == id).map(|(_, sku, count)| (*sku, *count));
             Ok(OrderState {
                 id: stored_order_id(id)?,
@@ -271,14 +297,16 @@ async fn load_orders(tx: &mut Tx, ids: &[OrderId], now: DateTime<Utc>) -> Result
                 status: stored_status(status)?,
                 lines: stored_lines(lines)?,
                 overdue: deadline.is_some_and(|deadline| deadline <= millis(now)),
+                refund: RefundState::from_code(refund)
+                    .ok_or_else(|| corrupt(format!("unknown refund state {refund}")))?,
             })
         })
         .collect()
 }
 
-/// Levels of every warehouse's stock of the order's skus.
-async fn stock_of_skus(tx: &mut Tx, lines: &OrderLines) -> Result<Vec<StockLevel>, LomsError> {
-    let skus = json(&lines.iter().map(|(sku, _)| sku.get()).collect::<Vec<_>>())?;
+/// Levels of every warehouse's stock of `skus` (each row once, whatever the repeats).
+async fn stock_of_skus(tx: &mut Tx, skus: impl IntoIterator<Item = Sku>) -> Result<Vec<StockLevel>, LomsError> {
+    let skus = json(&skus.into_iter().map(Sku::get).collect::<Vec<_>>())?;
     sqlx::query(
         "select warehouse_id, sku, on_hand, reserved from stocks
          where sku in (select value from json_each(?1)) order by sku, warehouse_id",
@@ -316,11 +344,8 @@ async fn settle(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result<Ledger, L
     }
     let mut ledger = Ledger::new(levels);
     for (order, plan) in batch {
-        if let Some(settlement) = plan.settlement {
-            let of_order: Vec<Reservation> =
-                held.iter().filter(|(id, _)| *id == order.id.get()).map(|(_, r)| *r).collect();
-            ledger.settle(settlement, &of_order)?;
-        }
+        let of_order: Vec<Reservation> = held.iter().filter(|(id, _)| *id == order.id.get()).map(|(_, r)| *r).collect();
+        plan.apply_stock(order, &of_order, &mut ledger)?;
     }
     Ok(ledger)
 }
@@ -334,11 +359,13 @@ async fn write_plans(
     now: DateTime<Utc>,
 ) -> Result<(), LomsError> {
     apply_deltas(tx, ledger).await?;
-    let statuses: Vec<(i64, i16)> = batch.iter().map(|(order, plan)| (order.id.get(), plan.status.code())).collect();
+    let statuses: Vec<(i64, i16, i16)> =
+        batch.iter().map(|(order, plan)| (order.id.get(), plan.status.code(), plan.refund.code())).collect();
     sqlx::query(
-        "update orders set status = u.status, updated_at = ?2,
+        "update orders set status = u.status, refund_state = u.refund_state, updated_at = ?2,
                 payment_deadline = case when u.status = 1 then orders.payment_deadline end
-         from (select json_extract(value, '$[0]') as id, json_extract(value, '$[1]') as status from json_each(?1)) as u
+         from (select json_extract(value, '$[0]') as id, json_extract(value, '$[1]') as status,
+                      json_extract(value, '$[2]') as refund_state from json_each(?1)) as u
          where orders.id = u.id",
     )
     .bind(json(&statuses)?)
@@ -346,7 +373,7 @@ async fn write_plans(
     .execute(&mut **tx)
     .await?;
     let rows = EventRows::of(
-        batch.iter().map(|(order, plan)| (order.id, order.user, &order.lines, plan.steps.as_slice())),
+        batch.iter().map(|(order, plan)| (order.id, order.user, plan.lines(order), plan.steps.as_slice())),
         now,
     );
     record(tx, rows).await
@@ -499,6 +526,10 @@ impl OrderStore for SqliteStore {
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
         self.try_command(id, &Command::Cancel).await
+    }
+
+    async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
+        self.try_command(id, &command).await
     }
 
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
