@@ -1,13 +1,16 @@
--- no-transaction
 -- The order's life after payment (issue 10): statuses shipped (5) and delivered (6), and the return a refund of a
--- shipped order requests. SQLite cannot change a CHECK constraint in place, so `orders` is rebuilt the way the
--- SQLite manual prescribes (foreign keys off outside the transaction, copy, drop, rename, check, commit).
+-- shipped order requests. SQLite cannot change a CHECK constraint in place, so `orders` is rebuilt. sqlx runs every
+-- SQLite migration inside a transaction, where `PRAGMA foreign_keys` cannot be switched off; deferring the foreign
+-- keys instead lets the child rows point at no parent between the drop and the copy back, and the commit checks
+-- that every one of them has its parent again.
 
-PRAGMA foreign_keys = off;
+PRAGMA defer_foreign_keys = on;
 
-BEGIN;
+create temporary table orders_before_0002 as select * from orders;
 
-create table orders_rebuilt (
+drop table orders;
+
+create table orders (
     id               integer primary key autoincrement,
     user_id          integer not null check (user_id > 0),
     -- 0 new, 1 awaiting payment, 2 failed, 3 payed, 4 cancelled, 5 shipped, 6 delivered (the contract's enum numbers)
@@ -19,7 +22,8 @@ create table orders_rebuilt (
     idempotency_key  text,
     -- fingerprint of the request the key first came with: the same key with another request is refused
     request_hash     text,
-    -- 0 not refunded, 1 refunded from payed (restocked at once), 2 refunded while shipped: return requested, 3 return received (restocked)
+    -- 0 not refunded, 1 refunded from payed (restocked at once), 2 refunded while shipped: return requested,
+    -- 3 return received (restocked); ReceiveReturn moves 2 → 3 in the transaction that restocks
     refund_state     integer not null default 0,
     constraint orders_deadline_only_while_awaiting check ((status = 1) = (payment_deadline is not null)),
     constraint orders_one_per_idempotency_key unique (user_id, idempotency_key),
@@ -27,14 +31,10 @@ create table orders_rebuilt (
         check (refund_state between 0 and 3 and (refund_state = 0 or status = 4))
 );
 
-insert into orders_rebuilt (id, user_id, status, created_at, updated_at, payment_deadline, idempotency_key, request_hash)
-select id, user_id, status, created_at, updated_at, payment_deadline, idempotency_key, request_hash from orders;
+insert into orders (id, user_id, status, created_at, updated_at, payment_deadline, idempotency_key, request_hash)
+select id, user_id, status, created_at, updated_at, payment_deadline, idempotency_key, request_hash
+from orders_before_0002;
 
-drop table orders;
-alter table orders_rebuilt rename to orders;
+drop table orders_before_0002;
 
 create index orders_awaiting_payment_by_deadline on orders (payment_deadline) where status = 1;
-
-COMMIT;
-
-PRAGMA foreign_keys = on;
