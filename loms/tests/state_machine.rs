@@ -108,7 +108,8 @@ impl Model {
 
     /// Runs `command` on the order at `index` the way a backend does: under its lock, all or nothing.
     fn run(&mut self, index: usize, command: Command) -> Result<(), LomsError> {
-        let Some(order) = self.orders.get(index % self.orders.len().max(1)).cloned() else {
+        let index = index % self.orders.len().max(1);
+        let Some(order) = self.orders.get(index).cloned() else {
             return Ok(());
         };
         let Some(plan) = decide(&order.state, &command)? else {
@@ -116,7 +117,7 @@ impl Model {
         };
         let mut ledger = self.ledger.clone();
         let new_held = plan.apply_stock(&order.state, &order.held, &mut ledger)?;
-        let stored = &mut self.orders[index % self.orders.len()];
+        let stored = &mut self.orders[index];
         stored.state.status = plan.status;
         stored.state.refund = plan.refund;
         if let Some(lines) = &plan.new_lines {
@@ -195,7 +196,8 @@ proptest! {
                 Op::Refund(i) => model.run(i, Command::Refund(RefundReason::try_from("model".to_owned()).unwrap())),
                 Op::ReceiveReturn(i) => model.run(i, Command::ReceiveReturn),
                 Op::Timeout(i) => {
-                    if let Some(order) = model.orders.get_mut(i % model.orders.len().max(1)) {
+                    let at = i % model.orders.len().max(1);
+                    if let Some(order) = model.orders.get_mut(at) {
                         order.state.overdue = true;
                     }
                     model.run(i, Command::Timeout)
