@@ -218,7 +218,10 @@ async fn a_refunded_shipped_order_restocks_only_when_its_return_is_received_and_
 
     assert_eq!(counts(&loms, SKU).await, (10, 0, 0), "back on hand exactly once");
     let last = history(&mut client, id).await.pop().unwrap();
-    assert_eq!((last.0, last.1, last.2), (Some(OrderStatus::Cancelled), OrderStatus::Cancelled, TransitionReason::ReturnReceived));
+    assert_eq!(
+        (last.0, last.1, last.2),
+        (Some(OrderStatus::Cancelled), OrderStatus::Cancelled, TransitionReason::ReturnReceived)
+    );
     let reasons: Vec<String> = events(&loms, id).await.iter().map(|e| reason(e).to_owned()).collect();
     assert_eq!(reasons.iter().filter(|r| *r == "TRANSITION_REASON_RETURN_RECEIVED").count(), 1);
 }
@@ -264,26 +267,54 @@ async fn forbidden_steps_are_refused_naming_the_status_and_change_nothing() {
     let before = counts(&loms, SKU).await;
     let outbox = loms.db.scalar("select count(*) from outbox").await;
 
-    assert_status(client.ship_order(ShipOrderRequest { order_id: awaiting }).await, Code::FailedPrecondition, "awaiting payment");
-    assert_status(client.ship_order(ShipOrderRequest { order_id: cancelled }).await, Code::FailedPrecondition, "cancelled");
+    assert_status(
+        client.ship_order(ShipOrderRequest { order_id: awaiting }).await,
+        Code::FailedPrecondition,
+        "awaiting payment",
+    );
+    assert_status(
+        client.ship_order(ShipOrderRequest { order_id: cancelled }).await,
+        Code::FailedPrecondition,
+        "cancelled",
+    );
     assert_status(
         client.deliver_order(DeliverOrderRequest { order_id: awaiting }).await,
         Code::FailedPrecondition,
         "awaiting payment",
     );
-    assert_status(client.deliver_order(DeliverOrderRequest { order_id: cancelled }).await, Code::FailedPrecondition, "cancelled");
+    assert_status(
+        client.deliver_order(DeliverOrderRequest { order_id: cancelled }).await,
+        Code::FailedPrecondition,
+        "cancelled",
+    );
     assert_status(client.refund_order(refund(delivered, "late")).await, Code::FailedPrecondition, "delivered");
     assert_status(client.refund_order(refund(awaiting, "x")).await, Code::FailedPrecondition, "CancelOrder");
-    assert_status(client.cancel_order(CancelOrderRequest { order_id: paid }).await, Code::FailedPrecondition, "RefundOrder");
-    assert_status(client.cancel_order(CancelOrderRequest { order_id: shipped }).await, Code::FailedPrecondition, "RefundOrder");
-    assert_status(client.cancel_order(CancelOrderRequest { order_id: delivered }).await, Code::FailedPrecondition, "delivered");
+    assert_status(
+        client.cancel_order(CancelOrderRequest { order_id: paid }).await,
+        Code::FailedPrecondition,
+        "RefundOrder",
+    );
+    assert_status(
+        client.cancel_order(CancelOrderRequest { order_id: shipped }).await,
+        Code::FailedPrecondition,
+        "RefundOrder",
+    );
+    assert_status(
+        client.cancel_order(CancelOrderRequest { order_id: delivered }).await,
+        Code::FailedPrecondition,
+        "delivered",
+    );
     assert_status(
         client.change_order(ChangeOrderRequest { order_id: paid, items: vec![Item { sku: SKU, count: 2 }] }).await,
         Code::FailedPrecondition,
         "payed",
     );
     for id in [awaiting, paid, shipped, delivered, cancelled] {
-        assert_status(admin.receive_return(ReceiveReturnRequest { order_id: id }).await, Code::FailedPrecondition, "received back");
+        assert_status(
+            admin.receive_return(ReceiveReturnRequest { order_id: id }).await,
+            Code::FailedPrecondition,
+            "received back",
+        );
     }
 
     assert_eq!(counts(&loms, SKU).await, before, "a refusal moves no stock");
@@ -489,9 +520,7 @@ async fn ship_refund_and_deliver_racing_on_one_order_leave_one_consistent_outcom
     }
 
     // Act: for every order, a ship, a deliver and a refund at once.
-    let racers = orders.iter().flat_map(|&order_id| {
-        (0..3).map(move |kind| (order_id, kind)).collect::<Vec<_>>()
-    });
+    let racers = orders.iter().flat_map(|&order_id| (0..3).map(move |kind| (order_id, kind)).collect::<Vec<_>>());
     let racers = racers.map(|(order_id, kind)| {
         let loms = loms.clone();
         tokio::spawn(async move {
@@ -516,7 +545,8 @@ async fn ship_refund_and_deliver_racing_on_one_order_leave_one_consistent_outcom
         }
         let refunded = mine.iter().any(|(_, kind, outcome)| *kind == 2 && outcome.is_ok());
         let status = status_of(&mut client, id).await;
-        let path: Vec<_> = history(&mut client, id).await.into_iter().skip(3).map(|(_, to, reason, _)| (to, reason)).collect();
+        let path: Vec<_> =
+            history(&mut client, id).await.into_iter().skip(3).map(|(_, to, reason, _)| (to, reason)).collect();
         if refunded {
             assert_eq!(status, OrderStatus::Cancelled, "{id}: refund won");
             assert!(
@@ -534,7 +564,10 @@ async fn ship_refund_and_deliver_racing_on_one_order_leave_one_consistent_outcom
             assert_eq!(status, OrderStatus::Delivered, "{id}: deliver won");
             assert_eq!(
                 path,
-                [(OrderStatus::Shipped, TransitionReason::Shipped), (OrderStatus::Delivered, TransitionReason::Delivered)],
+                [
+                    (OrderStatus::Shipped, TransitionReason::Shipped),
+                    (OrderStatus::Delivered, TransitionReason::Delivered)
+                ],
                 "{id}"
             );
             delivered_units += 2;
