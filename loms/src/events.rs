@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use minizon_proto::{events::OrderStatusChanged, loms as pb};
 use uuid::Uuid;
 
-use crate::domain::{OrderId, OrderLines, Transition, UserId};
+use crate::domain::{OrderId, OrderLines, Step, UserId};
 
 /// Version of the event schema; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -23,14 +23,15 @@ pub struct OutboxEvent {
     pub traceparent: Option<String>,
 }
 
-/// Builds the event for one transition of an order.
+/// Builds the event for one step of an order; `lines` are the order's items after it.
 pub fn order_status_changed(
     order_id: OrderId,
     user: UserId,
     lines: &OrderLines,
-    transition: &Transition,
+    step: &Step,
     at: DateTime<Utc>,
 ) -> OutboxEvent {
+    let transition = &step.transition;
     // v7 ids sort by time, which keeps the consumer's de-duplication index append-mostly.
     let event_id = Uuid::now_v7();
     let event = OrderStatusChanged {
@@ -43,18 +44,22 @@ pub fn order_status_changed(
         reason: i32::from(transition.reason.code()),
         detail: transition.detail.clone(),
         occurred_at: Some(at.into()),
-        items: lines.iter().map(|(sku, count)| pb::Item { sku: sku.get(), count: count.get() }).collect(),
-        return_requested: false,
-        previous_items: Vec::new(),
+        items: items(lines),
+        return_requested: step.return_requested,
+        previous_items: step.previous_lines.as_ref().map(items).unwrap_or_default(),
     };
     let payload = serde_json::to_string(&event).expect("a generated message always serialises to JSON");
     OutboxEvent { event_id, order_id, payload, traceparent: minizon_common::telemetry::current_traceparent() }
 }
 
+fn items(lines: &OrderLines) -> Vec<pb::Item> {
+    lines.iter().map(|(sku, count)| pb::Item { sku: sku.get(), count: count.get() }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Count, OrderStatus, Sku, TransitionReason};
+    use crate::domain::{Count, OrderStatus, Sku, Transition, TransitionReason};
 
     #[test]
     fn the_payload_uses_the_proto3_json_mapping() {
@@ -65,7 +70,7 @@ mod tests {
             OrderId::try_from(42).unwrap(),
             UserId::try_from(9).unwrap(),
             &lines,
-            &transition,
+            &transition.into(),
             DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         );
         let json: serde_json::Value = serde_json::from_str(&event.payload).unwrap();

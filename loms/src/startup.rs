@@ -45,7 +45,7 @@ impl Application {
             .routes()
             .add_service(LomsV1Server::new(OrdersService::new(storage.orders(), config.payment_timeout)))
             .add_service(LomsAdminV1Server::with_interceptor(
-                AdminService::new(storage.stocks()),
+                AdminService::new(storage.stocks(), storage.orders()),
                 AdminToken::new(config.admin_token.clone()),
             ));
         Ok(Self { server, metrics, storage, config })

@@ -106,6 +106,12 @@ impl TestDb {
         sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Runs a portable query returning one text column, every row.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        let mut conn = self.connect_any().await;
+        sqlx::query_scalar::<_, String>(sql).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Creates the test database if needed and a new empty schema in it.
     pub async fn postgres() -> Self {
         let base = server_url();

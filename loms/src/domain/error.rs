@@ -20,6 +20,10 @@ pub enum LomsError {
     #[error("not enough stock: {detail}; order {order_id} was kept with status failed")]
     InsufficientStock { order_id: OrderId, detail: String },
 
+    /// ChangeOrder's new lines cannot be reserved; the order keeps its old lines and reservation.
+    #[error("order {order_id} cannot be changed: not enough stock: {detail}; it keeps its lines and reservation")]
+    ChangeShort { order_id: OrderId, detail: String },
+
     /// The order's status forbids the action.
     #[error("order {order_id} is {} and cannot be {action}", status.name())]
     IllegalTransition { order_id: OrderId, status: OrderStatus, action: &'static str },
@@ -51,18 +55,6 @@ pub enum LomsError {
     /// A bug or an unexpected state. Details go to the log, not to the caller.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl From<sqlx::Error> for LomsError {
-    fn from(error: sqlx::Error) -> Self {
-        if minizon_common::db::is_unavailable(&error) {
-            Self::Unavailable(error.to_string())
-        } else if minizon_common::db::is_retryable_conflict(&error) {
-            Self::Contention
-        } else {
-            Self::Internal(Box::new(error))
-        }
-    }
 }
 
 impl LomsError {

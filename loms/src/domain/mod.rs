@@ -6,11 +6,15 @@ pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod order;
+pub mod placement;
+pub mod stock;
 pub mod storage;
 
 pub use allocation::{Reservation, Shortage, StockRow, allocate};
 pub use error::LomsError;
 pub use ids::{Count, OrderId, Sku, UserId, WarehouseId};
-pub use lifecycle::{Action, Plan, plan, unpaid_timeout};
-pub use order::{Decision, Order, OrderLines, OrderStatus, RecordedTransition, Transition, TransitionReason};
-pub use storage::{CreateOrder, CreateOutcome, IdempotencyKey, OrderStore, StockLevel, StockStore};
+pub use lifecycle::{Command, OrderState, Plan, RefundReason, RefundState, decide, unpaid_timeout};
+pub use order::{Decision, Order, OrderLines, OrderStatus, RecordedTransition, Step, Transition, TransitionReason};
+pub use placement::{Placement, place};
+pub use stock::{Ledger, Settlement, StockDelta, StockLevel};
+pub use storage::{CreateOrder, CreateOutcome, IdempotencyKey, OrderStore, StockStore};

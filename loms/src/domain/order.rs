@@ -151,6 +151,22 @@ impl Transition {
     }
 }
 
+/// One step of an order as it is recorded: its history row, and what its event says beyond it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub transition: Transition,
+    /// A refund of a shipped order: the goods must come back from delivery.
+    pub return_requested: bool,
+    /// A change of lines: the lines before it (the event's `items` are the lines after).
+    pub previous_lines: Option<OrderLines>,
+}
+
+impl From<Transition> for Step {
+    fn from(transition: Transition) -> Self {
+        Self { transition, return_requested: false, previous_lines: None }
+    }
+}
+
 /// A recorded transition, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedTransition {

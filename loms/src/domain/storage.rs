@@ -1,41 +1,18 @@
-//! What LOMS needs from a database. Each backend (PostgreSQL now; SQLite for the embedded mode) implements these
-//! traits and applies the rules of [`super::order`] and [`super::allocation`] inside its transactions, so the
-//! guarantees (all-or-nothing reservation, one winner per order, no oversell) hold whichever backend runs.
+//! What LOMS needs from a database. Each backend (PostgreSQL, and SQLite for the embedded mode) implements these
+//! traits: it loads and locks, lets the deciders of [`super::placement`], [`super::lifecycle`] and
+//! [`super::stock`] decide, and writes what they decided, so the guarantees (all-or-nothing reservation, one
+//! winner per order, no oversell) hold whichever backend runs.
 
 use std::time::Duration;
-
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use super::{
     error::LomsError,
     ids::{OrderId, Sku, UserId, WarehouseId},
-    order::{Order, OrderLines, OrderStatus, RecordedTransition, Transition, TransitionReason},
+    lifecycle::Command,
+    order::{Order, OrderLines, OrderStatus, RecordedTransition},
+    stock::StockLevel,
 };
-
-/// An order status as a backend stores it; a number no status has is a bug, not a user error.
-pub fn stored_status(code: i64) -> Result<OrderStatus, LomsError> {
-    i16::try_from(code)
-        .ok()
-        .and_then(OrderStatus::from_code)
-        .ok_or_else(|| LomsError::Internal(format!("unknown order status {code}").into()))
-}
-
-/// A history row as a backend stores it (statuses and reason as numbers).
-pub fn stored_transition(
-    from: Option<i64>,
-    to: i64,
-    reason: i64,
-    detail: String,
-    at: DateTime<Utc>,
-) -> Result<RecordedTransition, LomsError> {
-    let reason = i16::try_from(reason)
-        .ok()
-        .and_then(TransitionReason::from_code)
-        .ok_or_else(|| LomsError::Internal(format!("unknown transition reason {reason}").into()))?;
-    let from = from.map(stored_status).transpose()?;
-    Ok(RecordedTransition { transition: Transition { from, to: stored_status(to)?, reason, detail }, at })
-}
+use async_trait::async_trait;
 
 /// A client's `idempotency-key` and a fingerprint of the request it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,33 +59,6 @@ pub struct CreateOutcome {
     pub replayed: bool,
 }
 
-/// One warehouse's stock of one sku.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StockLevel {
-    pub warehouse: WarehouseId,
-    pub sku: Sku,
-    pub on_hand: u64,
-    pub reserved: u64,
-}
-
-impl StockLevel {
-    /// A level as a backend stores it (four integer columns); a value out of range is a bug, not a user error.
-    pub fn from_stored(warehouse_id: i64, sku: i64, on_hand: i64, reserved: i64) -> Result<Self, LomsError> {
-        let internal = |e: super::ids::InvalidInput| LomsError::Internal(e.into());
-        Ok(Self {
-            warehouse: WarehouseId::try_from(warehouse_id).map_err(internal)?,
-            sku: Sku::try_from(sku).map_err(internal)?,
-            on_hand: u64::try_from(on_hand).unwrap_or(0),
-            reserved: u64::try_from(reserved).unwrap_or(0),
-        })
-    }
-
-    /// Units that can still be bought.
-    pub fn available(&self) -> u64 {
-        self.on_hand.saturating_sub(self.reserved)
-    }
-}
-
 /// Orders, their reservations and their history.
 #[async_trait]
 pub trait OrderStore: Send + Sync + std::fmt::Debug + 'static {
@@ -127,6 +77,10 @@ pub trait OrderStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Unpaid → `cancelled`, reservation freed. Cancelling a cancelled order changes nothing.
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError>;
+
+    /// Runs any other command on an existing order (ship, deliver, refund, change, receive a return): the
+    /// decision of [`super::lifecycle::decide`] under the order's row lock, written in one transaction.
+    async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError>;
 
     /// Cancels up to `limit` orders whose payment deadline has passed (a backend may take fewer per call),
     /// skipping orders another transaction holds; returns the ids it cancelled, none when none are due.

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, service::Interceptor};
 
-use crate::domain::{Sku, StockLevel, StockStore, WarehouseId};
+use crate::domain::{Command, OrderStore, Sku, StockLevel, StockStore, WarehouseId};
 
 /// Most levels one ImportStock call may carry.
 pub const MAX_IMPORT_LEVELS: usize = 100_000;
@@ -16,12 +16,13 @@ pub const MAX_IMPORT_LEVELS: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct AdminService {
     store: Arc<dyn StockStore>,
+    orders: Arc<dyn OrderStore>,
 }
 
 impl AdminService {
-    /// A service over `store`.
-    pub fn new(store: Arc<dyn StockStore>) -> Self {
-        Self { store }
+    /// A service over `store` (stock) and `orders` (returns).
+    pub fn new(store: Arc<dyn StockStore>, orders: Arc<dyn OrderStore>) -> Self {
+        Self { store, orders }
     }
 }
 
@@ -121,12 +122,14 @@ impl pb::loms_admin_v1_server::LomsAdminV1 for AdminService {
         Ok(Response::new(pb::ListStockResponse { levels }))
     }
 
-    // CONTRACT PLACEHOLDER: replaced by the lifecycle work (issue 10) before anything lands.
+    #[tracing::instrument(skip_all, fields(order_id = request.get_ref().order_id))]
     async fn receive_return(
         &self,
-        _request: Request<pb::ReceiveReturnRequest>,
+        request: Request<pb::ReceiveReturnRequest>,
     ) -> Result<Response<minizon_proto::well_known::Empty>, Status> {
-        Err(Status::unimplemented("ReceiveReturn"))
+        self.orders.run(super::orders::order_id(request.get_ref().order_id)?, Command::ReceiveReturn).await?;
+        tracing::info!("return received");
+        Ok(Response::new(minizon_proto::well_known::Empty {}))
     }
 }
 

@@ -6,7 +6,7 @@ use minizon_proto::{loms as pb, well_known::Empty};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::domain::{CreateOrder, OrderId, OrderStore, Sku, UserId};
+use crate::domain::{Command, CreateOrder, OrderId, OrderStore, RefundReason, Sku, UserId};
 
 /// The public LOMS service.
 #[derive(Debug, Clone)]
@@ -22,7 +22,8 @@ impl OrdersService {
     }
 }
 
-fn order_id(raw: i64) -> Result<OrderId, Status> {
+/// The request's order id, or INVALID_ARGUMENT.
+pub(super) fn order_id(raw: i64) -> Result<OrderId, Status> {
     OrderId::try_from(raw).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
@@ -100,20 +101,33 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
         }))
     }
 
-    // CONTRACT PLACEHOLDERS: replaced by the lifecycle work (issue 10) before anything lands.
-    async fn ship_order(&self, _request: Request<pb::ShipOrderRequest>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("ShipOrder"))
+    #[tracing::instrument(skip_all, fields(order_id = request.get_ref().order_id))]
+    async fn ship_order(&self, request: Request<pb::ShipOrderRequest>) -> Result<Response<Empty>, Status> {
+        self.store.run(order_id(request.get_ref().order_id)?, Command::Ship).await?;
+        Ok(Response::new(Empty {}))
     }
 
-    async fn deliver_order(&self, _request: Request<pb::DeliverOrderRequest>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("DeliverOrder"))
+    #[tracing::instrument(skip_all, fields(order_id = request.get_ref().order_id))]
+    async fn deliver_order(&self, request: Request<pb::DeliverOrderRequest>) -> Result<Response<Empty>, Status> {
+        self.store.run(order_id(request.get_ref().order_id)?, Command::Deliver).await?;
+        Ok(Response::new(Empty {}))
     }
 
-    async fn refund_order(&self, _request: Request<pb::RefundOrderRequest>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("RefundOrder"))
+    #[tracing::instrument(skip_all, fields(order_id = request.get_ref().order_id))]
+    async fn refund_order(&self, request: Request<pb::RefundOrderRequest>) -> Result<Response<Empty>, Status> {
+        let pb::RefundOrderRequest { order_id: raw, reason } = request.into_inner();
+        let id = order_id(raw)?;
+        let reason = RefundReason::try_from(reason).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.store.run(id, Command::Refund(reason)).await?;
+        Ok(Response::new(Empty {}))
     }
 
-    async fn change_order(&self, _request: Request<pb::ChangeOrderRequest>) -> Result<Response<Empty>, Status> {
-        Err(Status::unimplemented("ChangeOrder"))
+    #[tracing::instrument(skip_all, fields(order_id = request.get_ref().order_id))]
+    async fn change_order(&self, request: Request<pb::ChangeOrderRequest>) -> Result<Response<Empty>, Status> {
+        let id = order_id(request.get_ref().order_id)?;
+        let lines =
+            convert::order_lines(&request.get_ref().items).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.store.run(id, Command::Change(lines)).await?;
+        Ok(Response::new(Empty {}))
     }
 }

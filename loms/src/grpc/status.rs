@@ -10,6 +10,7 @@ impl From<LomsError> for Status {
             LomsError::InvalidInput(_) | LomsError::IdempotencyKeyReused { .. } => Code::InvalidArgument,
             LomsError::OrderNotFound(_) => Code::NotFound,
             LomsError::InsufficientStock { .. }
+            | LomsError::ChangeShort { .. }
             | LomsError::IllegalTransition { .. }
             | LomsError::PaymentDeadlinePassed(_)
             | LomsError::StockBelowReserved { .. } => Code::FailedPrecondition,

@@ -2,7 +2,9 @@
 //! database URL at start (`postgres://…` or `sqlite://…`).
 
 mod after_commit;
+mod decode;
 pub mod postgres;
+mod records;
 pub mod sqlite;
 pub mod stock_cache;
 

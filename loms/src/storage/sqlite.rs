@@ -1,31 +1,34 @@
-//! LOMS on SQLite, for the embedded mode.
+//! LOMS on SQLite, for the embedded mode. This module loads, calls the deciders of [`crate::domain`], and writes
+//! what they decided; it decides nothing itself.
 //!
 //! Concurrency design: every write runs in a `BEGIN IMMEDIATE` transaction on the single writer connection, so
 //! write transactions are serialised — the SQLite way to get what PostgreSQL's row locks give: no oversell, one
 //! winner per order, one order per idempotency key. Reads go through reader connections (WAL). Statements cost no
 //! network round trips here, but each still costs a hop to the connection's worker thread while the one writer is
-//! held, so an order's items and reservations are written one statement each (`json_each`), whatever their number.
+//! held, so rows are written one statement per table (`json_each`), whatever their number. The stock check
+//! constraints (`0 <= reserved <= on_hand`) are the last line of defence behind the [`Ledger`].
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use minizon_common::db::SqlitePools;
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction, sqlite::SqliteRow};
+use sqlx::{Row, Sqlite, Transaction, sqlite::SqliteRow};
 use tokio::sync::Notify;
 
-use super::{after_commit::AfterCommit, stock_cache::StockCache};
-use crate::{
-    domain::{
-        Action, Count, CreateOrder, CreateOutcome, IdempotencyKey, LomsError, Order, OrderId, OrderLines, OrderStatus,
-        OrderStore, Plan, RecordedTransition, Reservation, Sku, StockLevel, StockRow, StockStore, Transition,
-        TransitionReason, UserId, WarehouseId, allocate,
-        ids::InvalidInput,
-        plan,
-        storage::{stored_status, stored_transition},
-        unpaid_timeout,
+use super::{
+    after_commit::AfterCommit,
+    decode::{
+        corrupt, stored_level, stored_lines, stored_order_id, stored_reservation, stored_status, stored_transition,
+        stored_user,
     },
-    events,
+    records::EventRows,
+    stock_cache::StockCache,
+};
+use crate::domain::{
+    Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderLines, OrderState,
+    OrderStore, Plan, RecordedTransition, RefundState, Reservation, Sku, StockLevel, StockStore, UserId, WarehouseId,
+    decide, place,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -44,10 +47,6 @@ pub struct SqliteStore {
 
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
-}
-
-fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> LomsError {
-    LomsError::Internal(error.into())
 }
 
 impl SqliteStore {
@@ -100,92 +99,94 @@ impl SqliteStore {
         .bind(hash)
         .fetch_one(&mut *tx)
         .await?;
-        let order_id = OrderId::try_from(order_id).map_err(internal)?;
-        let items: Vec<(u32, u32)> = request.lines.iter().map(|(sku, count)| (sku.get(), count.get())).collect();
-        sqlx::query(
-            "insert into order_items (order_id, sku, count)
-             select ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?2)",
-        )
-        .bind(order_id.get())
-        .bind(json(&items)?)
-        .execute(&mut *tx)
-        .await?;
-        let stock = free_stock(&mut tx, &request.lines).await?;
-        let created = Transition::new(None, OrderStatus::New, TransitionReason::Created);
-        let outcome = match allocate(request.lines.iter(), &stock) {
-            Ok(reservations) => {
-                reserve(&mut tx, order_id, &reservations).await?;
-                let deadline = now + chrono::Duration::from_std(request.payment_timeout).map_err(internal)?;
-                set_status(&mut tx, order_id, OrderStatus::AwaitingPayment, Some(deadline), now).await?;
-                let reserved =
-                    Transition::new(Some(OrderStatus::New), OrderStatus::AwaitingPayment, TransitionReason::Reserved);
-                record(&mut tx, order_id, request.user, &request.lines, &[created, reserved], now).await?;
-                Ok(CreateOutcome { order_id, replayed: false })
-            }
-            Err(shortage) => {
-                set_status(&mut tx, order_id, OrderStatus::Failed, None, now).await?;
-                let failed =
-                    Transition::new(Some(OrderStatus::New), OrderStatus::Failed, TransitionReason::InsufficientStock)
-                        .with_detail(shortage.to_string());
-                record(&mut tx, order_id, request.user, &request.lines, &[created, failed], now).await?;
-                Err(LomsError::InsufficientStock { order_id, detail: shortage.to_string() })
-            }
+        let order_id = stored_order_id(order_id)?;
+        write_items(&mut tx, order_id, &request.lines).await?;
+        let mut ledger = Ledger::new(stock_of_skus(&mut tx, request.lines.iter().map(|(sku, _)| sku)).await?);
+        let placement = place(order_id, request, &mut ledger);
+        write_reservations(&mut tx, order_id, &placement.reservations).await?;
+        apply_deltas(&mut tx, &ledger).await?;
+        let deadline = match placement.payment_timeout {
+            Some(timeout) => Some(now + chrono::Duration::from_std(timeout).map_err(corrupt)?),
+            None => None,
         };
+        sqlx::query("update orders set status = ?2, payment_deadline = ?3 where id = ?1")
+            .bind(order_id.get())
+            .bind(placement.status.code())
+            .bind(deadline.map(millis))
+            .execute(&mut *tx)
+            .await?;
+        record(&mut tx, EventRows::of([(order_id, request.user, &request.lines, placement.steps.as_slice())], now))
+            .await?;
         self.after_commit.commit(tx, request.lines.iter().map(|(sku, _)| sku)).await?;
-        outcome
+        placement.reply
     }
 
-    async fn try_transition(&self, id: OrderId, action: Action) -> Result<(), LomsError> {
+    /// Runs one command on one order: decide on the order as stored, settle its stock, write.
+    async fn try_command(&self, id: OrderId, command: &Command) -> Result<(), LomsError> {
         let mut tx = self.write().await?;
         let now = Utc::now();
-        let row = sqlx::query("select user_id, status, payment_deadline from orders where id = ?1")
-            .bind(id.get())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(LomsError::OrderNotFound(id))?;
-        let user = UserId::try_from(row.get::<i64, _>("user_id")).map_err(internal)?;
-        let status = status_of(row.get("status"))?;
-        let overdue = row.get::<Option<i64>, _>("payment_deadline").is_some_and(|deadline| deadline <= millis(now));
-        let Some(Plan { transition, reply }) = plan(id, status, action, overdue)? else {
+        let order = load_orders(&mut tx, &[id], now).await?.pop().ok_or(LomsError::OrderNotFound(id))?;
+        let Some(plan) = decide(&order, command)? else {
             return Ok(());
         };
-        release(&mut tx, id, transition.to == OrderStatus::Payed).await?;
-        set_status(&mut tx, id, transition.to, None, now).await?;
-        let lines = order_lines(&mut tx, id).await?;
-        record(&mut tx, id, user, &lines, &[transition], now).await?;
-        self.after_commit.commit(tx, lines.iter().map(|(sku, _)| sku)).await?;
-        reply
+        if let Some(new_lines) = &plan.new_lines {
+            let both = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
+            let mut ledger = Ledger::new(stock_of_skus(&mut tx, both.iter().copied()).await?);
+            let held: Vec<(i64, i64, i64)> =
+                sqlx::query_as("select sku, warehouse_id, count from reservations where order_id = ?1")
+                    .bind(id.get())
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let held = held
+                .into_iter()
+                .map(|(sku, warehouse, count)| stored_reservation(sku, warehouse, count))
+                .collect::<Result<Vec<_>, _>>()?;
+            let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
+            for table in ["order_items", "reservations"] {
+                sqlx::query(&format!("delete from {table} where order_id = ?1"))
+                    .bind(id.get())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            write_items(&mut tx, id, new_lines).await?;
+            write_reservations(&mut tx, id, &reservations).await?;
+            write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
+            self.after_commit.commit(tx, both).await?;
+            return plan.reply;
+        }
+        let ledger = settle(&mut tx, &[(&order, &plan)]).await?;
+        write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
+        self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
+        plan.reply
     }
 
     async fn try_cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
         let mut tx = self.write().await?;
         let now = Utc::now();
-        let due: Vec<(i64, i64)> = sqlx::query_as(
-            "select id, user_id from orders where status = 1 and payment_deadline <= ?1
-             order by payment_deadline limit ?2",
+        let due: Vec<i64> = sqlx::query_scalar(
+            "select id from orders where status = 1 and payment_deadline <= ?1 order by payment_deadline limit ?2",
         )
         .bind(millis(now))
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        let mut cancelled = Vec::with_capacity(due.len());
-        let mut skus = Vec::new();
-        for (id, user) in due {
-            let id = OrderId::try_from(id).map_err(internal)?;
-            let user = UserId::try_from(user).map_err(internal)?;
-            release(&mut tx, id, false).await?;
-            set_status(&mut tx, id, OrderStatus::Cancelled, None, now).await?;
-            let lines = order_lines(&mut tx, id).await?;
-            record(&mut tx, id, user, &lines, &[unpaid_timeout()], now).await?;
-            skus.extend(lines.iter().map(|(sku, _)| sku));
-            cancelled.push(id);
+        let ids = due.into_iter().map(stored_order_id).collect::<Result<Vec<_>, _>>()?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for order in load_orders(&mut tx, &ids, now).await? {
+            if let Some(plan) = decide(&order, &Command::Timeout)? {
+                orders.push((order, plan));
+            }
         }
-        if cancelled.is_empty() {
+        if orders.is_empty() {
             tx.rollback().await?;
-        } else {
-            self.after_commit.commit(tx, skus).await?;
+            return Ok(Vec::new());
         }
-        Ok(cancelled)
+        let batch: Vec<(&OrderState, &Plan)> = orders.iter().map(|(order, plan)| (order, plan)).collect();
+        let ledger = settle(&mut tx, &batch).await?;
+        write_plans(&mut tx, &batch, &ledger, now).await?;
+        let skus = orders.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku));
+        self.after_commit.commit(tx, skus).await?;
+        Ok(orders.iter().map(|(order, _)| order.id).collect())
     }
 
     async fn load_available_stock(&self, sku: Sku) -> Result<Vec<(WarehouseId, u64)>, LomsError> {
@@ -197,50 +198,49 @@ impl SqliteStore {
         .fetch_all(&self.pools.reader)
         .await?;
         rows.into_iter()
-            .map(|(warehouse, available)| Ok((WarehouseId::try_from(warehouse).map_err(internal)?, available as u64)))
+            .map(|(warehouse, available)| {
+                Ok((WarehouseId::try_from(warehouse).map_err(corrupt)?, u64::try_from(available).map_err(corrupt)?))
+            })
             .collect()
     }
 
-    /// The level of one (warehouse, sku) inside a write transaction, if it was ever stocked.
-    async fn level_in(
-        tx: &mut SqliteConnection,
-        warehouse: WarehouseId,
-        sku: Sku,
-    ) -> Result<Option<StockLevel>, LomsError> {
-        sqlx::query("select warehouse_id, sku, on_hand, reserved from stocks where warehouse_id = ?1 and sku = ?2")
-            .bind(warehouse.get())
-            .bind(i64::from(sku.get()))
-            .fetch_optional(tx)
-            .await?
-            .as_ref()
-            .map(stock_level)
-            .transpose()
-    }
-
-    /// Sets one level after checking it against the reservations; the caller commits.
-    async fn put_level(tx: &mut Tx, warehouse: WarehouseId, sku: Sku, on_hand: i128) -> Result<StockLevel, LomsError> {
-        if on_hand > i128::from(i64::MAX) {
-            // The same refusal PostgreSQL's bigint gives: a request beyond the stored range, not a stock rule.
-            return Err(InvalidInput(format!(
-                "on_hand {on_hand} is too large: the stock count overflows its limit of {}",
-                i64::MAX
-            ))
-            .into());
-        }
-        let reserved = Self::level_in(tx, warehouse, sku).await?.map_or(0, |level| level.reserved);
-        let Some(stored) = i64::try_from(on_hand).ok().filter(|n| *n >= 0 && *n as u64 >= reserved) else {
-            return Err(LomsError::StockBelowReserved { warehouse, sku, on_hand, reserved });
-        };
+    /// An operator's stock change: read the rows of `levels` (those that exist) in the write transaction, let
+    /// `change` decide on a ledger over them, write the levels it changed.
+    async fn change_stock<T>(
+        &self,
+        levels: &[(WarehouseId, Sku, u64)],
+        change: impl FnOnce(&mut Ledger) -> Result<T, LomsError>,
+    ) -> Result<T, LomsError> {
+        let mut tx = self.write().await?;
+        let pairs: Vec<(i64, u32)> = levels.iter().map(|(warehouse, sku, _)| (warehouse.get(), sku.get())).collect();
+        let rows = sqlx::query(
+            "select s.warehouse_id, s.sku, s.on_hand, s.reserved
+             from (select json_extract(value, '$[0]') as warehouse_id, json_extract(value, '$[1]') as sku
+                   from json_each(?1)) as n
+             join stocks s on s.sku = n.sku and s.warehouse_id = n.warehouse_id",
+        )
+        .bind(json(&pairs)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ledger = Ledger::new(rows.iter().map(stock_level).collect::<Result<Vec<_>, _>>()?);
+        let answer = change(&mut ledger)?;
+        // The ledger keeps every level within 0..=i64::MAX.
+        let changed: Vec<(i64, u32, i64)> = ledger
+            .changed()
+            .iter()
+            .map(|level| (level.warehouse.get(), level.sku.get(), level.on_hand as i64))
+            .collect();
         sqlx::query(
-            "insert into stocks (warehouse_id, sku, on_hand) values (?1, ?2, ?3)
+            "insert into stocks (warehouse_id, sku, on_hand)
+             select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+             from json_each(?1) where true
              on conflict (sku, warehouse_id) do update set on_hand = excluded.on_hand",
         )
-        .bind(warehouse.get())
-        .bind(i64::from(sku.get()))
-        .bind(stored)
-        .execute(&mut **tx)
+        .bind(json(&changed)?)
+        .execute(&mut *tx)
         .await?;
-        Ok(StockLevel { warehouse, sku, on_hand: stored as u64, reserved })
+        tx.commit().await?;
+        Ok(answer)
     }
 }
 
@@ -264,56 +264,165 @@ async fn replay(
     };
     Ok(Some(idempotency.replay(
         row.get::<Option<String>, _>("request_hash").as_deref(),
-        OrderId::try_from(row.get::<i64, _>("id")).map_err(internal)?,
-        status_of(row.get("status"))?,
+        stored_order_id(row.get("id"))?,
+        stored_status(row.get("status"))?,
         row.get::<Option<String>, _>("detail").unwrap_or_default(),
     )))
 }
 
-/// Free units of the order's skus, per warehouse.
-async fn free_stock(tx: &mut Tx, lines: &OrderLines) -> Result<Vec<StockRow>, LomsError> {
-    let skus = json(&lines.iter().map(|(sku, _)| sku.get()).collect::<Vec<_>>())?;
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "select sku, warehouse_id, on_hand - reserved from stocks
-         where sku in (select value from json_each(?1)) order by sku, warehouse_id",
+/// The orders `ids` as [`decide`] sees them, with their items (unknown ids are left out): two statements.
+async fn load_orders(tx: &mut Tx, ids: &[OrderId], now: DateTime<Utc>) -> Result<Vec<OrderState>, LomsError> {
+    let ids = json(&ids.iter().map(|id| id.get()).collect::<Vec<_>>())?;
+    let heads: Vec<(i64, i64, i64, Option<i64>, i16)> = sqlx::query_as(
+        "select id, user_id, status, payment_deadline, refund_state from orders where id in (select value from json_each(?1))
+         order by id",
     )
-    .bind(skus)
+    .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    rows.into_iter()
-        .map(|(sku, warehouse, available)| {
-            Ok(StockRow {
-                sku: Sku::try_from(sku).map_err(internal)?,
-                warehouse: WarehouseId::try_from(warehouse).map_err(internal)?,
-                available: u64::try_from(available).unwrap_or(0),
+    let items: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "select order_id, sku, count from order_items where order_id in (select value from json_each(?1))
+         order by order_id, sku",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    heads
+        .into_iter()
+        .map(|(id, user, status, deadline, refund)| {
+            let lines = items.iter().filter(|(order, ..)| *order == id).map(|(_, sku, count)| (*sku, *count));
+            Ok(OrderState {
+                id: stored_order_id(id)?,
+                user: stored_user(user)?,
+                status: stored_status(status)?,
+                lines: stored_lines(lines)?,
+                overdue: deadline.is_some_and(|deadline| deadline <= millis(now)),
+                refund: RefundState::from_code(refund)
+                    .ok_or_else(|| corrupt(format!("unknown refund state {refund}")))?,
             })
         })
         .collect()
 }
 
-/// Holds the reserved units: the order's reservations and the stock they take, one statement each whatever the
-/// number of lines (statements, not rows, are what the single writer pays for).
-async fn reserve(tx: &mut Tx, order_id: OrderId, reservations: &[Reservation]) -> Result<(), LomsError> {
+/// Levels of every warehouse's stock of `skus` (each row once, whatever the repeats).
+async fn stock_of_skus(tx: &mut Tx, skus: impl IntoIterator<Item = Sku>) -> Result<Vec<StockLevel>, LomsError> {
+    let skus = json(&skus.into_iter().map(Sku::get).collect::<Vec<_>>())?;
+    sqlx::query(
+        "select warehouse_id, sku, on_hand, reserved from stocks
+         where sku in (select value from json_each(?1)) order by sku, warehouse_id",
+    )
+    .bind(skus)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(stock_level)
+    .collect()
+}
+
+/// Reads the stored reservations of the batch's orders with the levels of their rows, and settles each order's
+/// the way its plan says, on one ledger.
+async fn settle(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result<Ledger, LomsError> {
+    let settling: Vec<i64> =
+        batch.iter().filter(|(_, plan)| plan.settlement.is_some()).map(|(order, _)| order.id.get()).collect();
+    if settling.is_empty() {
+        return Ok(Ledger::default());
+    }
+    let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "select r.order_id, r.sku, r.warehouse_id, r.count, s.on_hand, s.reserved
+         from reservations r join stocks s on s.sku = r.sku and s.warehouse_id = r.warehouse_id
+         where r.order_id in (select value from json_each(?1))
+         order by s.sku, s.warehouse_id",
+    )
+    .bind(json(&settling)?)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut held = Vec::with_capacity(rows.len());
+    let mut levels = Vec::with_capacity(rows.len());
+    for (order_id, sku, warehouse, count, on_hand, reserved) in rows {
+        held.push((order_id, stored_reservation(sku, warehouse, count)?));
+        levels.push(stored_level(warehouse, sku, on_hand, reserved)?);
+    }
+    let mut ledger = Ledger::new(levels);
+    for (order, plan) in batch {
+        let of_order: Vec<Reservation> = held.iter().filter(|(id, _)| *id == order.id.get()).map(|(_, r)| *r).collect();
+        plan.apply_stock(order, &of_order, &mut ledger)?;
+    }
+    Ok(ledger)
+}
+
+/// Writes the plans of the batch's orders: the ledger's stock deltas, each order's new status (a deadline only
+/// while awaiting payment), history and events.
+async fn write_plans(
+    tx: &mut Tx,
+    batch: &[(&OrderState, &Plan)],
+    ledger: &Ledger,
+    now: DateTime<Utc>,
+) -> Result<(), LomsError> {
+    apply_deltas(tx, ledger).await?;
+    let statuses: Vec<(i64, i16, i16)> =
+        batch.iter().map(|(order, plan)| (order.id.get(), plan.status.code(), plan.refund.code())).collect();
+    sqlx::query(
+        "update orders set status = u.status, refund_state = u.refund_state, updated_at = ?2,
+                payment_deadline = case when u.status = 1 then orders.payment_deadline end
+         from (select json_extract(value, '$[0]') as id, json_extract(value, '$[1]') as status,
+                      json_extract(value, '$[2]') as refund_state from json_each(?1)) as u
+         where orders.id = u.id",
+    )
+    .bind(json(&statuses)?)
+    .bind(millis(now))
+    .execute(&mut **tx)
+    .await?;
+    let rows = EventRows::of(
+        batch.iter().map(|(order, plan)| (order.id, order.user, plan.lines(order), plan.steps.as_slice())),
+        now,
+    );
+    record(tx, rows).await
+}
+
+/// The order's items, one statement whatever their number.
+async fn write_items(tx: &mut Tx, order_id: OrderId, lines: &OrderLines) -> Result<(), LomsError> {
+    let items: Vec<(u32, u32)> = lines.iter().map(|(sku, count)| (sku.get(), count.get())).collect();
+    sqlx::query(
+        "insert into order_items (order_id, sku, count)
+         select ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?2)",
+    )
+    .bind(order_id.get())
+    .bind(json(&items)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The order's reservations, one statement whatever their number (the ledger holds the matching stock deltas).
+async fn write_reservations(tx: &mut Tx, order_id: OrderId, reservations: &[Reservation]) -> Result<(), LomsError> {
     let rows: Vec<(u32, i64, u64)> = reservations.iter().map(|r| (r.sku.get(), r.warehouse.get(), r.count)).collect();
-    let rows = json(&rows)?;
     sqlx::query(
         "insert into reservations (order_id, sku, warehouse_id, count)
          select ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
          from json_each(?2)",
     )
     .bind(order_id.get())
-    .bind(&rows)
+    .bind(json(&rows)?)
     .execute(&mut **tx)
     .await?;
-    // One reservation per (sku, warehouse) of an order (the primary key), so no stock row is matched twice.
+    Ok(())
+}
+
+/// Applies the ledger's deltas to their stock rows, one statement (one delta per row, so none is matched twice).
+async fn apply_deltas(tx: &mut Tx, ledger: &Ledger) -> Result<(), LomsError> {
+    let deltas: Vec<(u32, i64, i64, i64)> =
+        ledger.deltas().iter().map(|d| (d.sku.get(), d.warehouse.get(), d.on_hand, d.reserved)).collect();
+    if deltas.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "update stocks set reserved = reserved + r.count
+        "update stocks set on_hand = stocks.on_hand + d.on_hand, reserved = stocks.reserved + d.reserved
          from (select json_extract(value, '$[0]') as sku, json_extract(value, '$[1]') as warehouse_id,
-                      json_extract(value, '$[2]') as count
-               from json_each(?1)) as r
-         where stocks.sku = r.sku and stocks.warehouse_id = r.warehouse_id",
+                      json_extract(value, '$[2]') as on_hand, json_extract(value, '$[3]') as reserved
+               from json_each(?1)) as d
+         where stocks.sku = d.sku and stocks.warehouse_id = d.warehouse_id",
     )
-    .bind(&rows)
+    .bind(json(&deltas)?)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -321,101 +430,55 @@ async fn reserve(tx: &mut Tx, order_id: OrderId, reservations: &[Reservation]) -
 
 /// Rows as a JSON array of arrays, for `json_each`.
 fn json(rows: &impl serde::Serialize) -> Result<String, LomsError> {
-    serde_json::to_string(rows).map_err(internal)
+    serde_json::to_string(rows).map_err(corrupt)
 }
 
-/// Frees what the order reserved; when `sold`, the units also leave the warehouse (payment).
-async fn release(tx: &mut Tx, order_id: OrderId, sold: bool) -> Result<(), LomsError> {
+/// Appends the rows' steps to the history and their events to the outbox: two statements.
+async fn record(tx: &mut Tx, rows: EventRows) -> Result<(), LomsError> {
+    let at = millis(rows.at);
+    let history: Vec<_> = rows
+        .order_ids
+        .iter()
+        .zip(&rows.from)
+        .zip(&rows.to)
+        .zip(&rows.reasons)
+        .zip(&rows.details)
+        .map(|((((order_id, from), to), reason), detail)| (order_id, from, to, reason, detail))
+        .collect();
     sqlx::query(
-        "update stocks set
-             reserved = reserved - r.count,
-             on_hand = on_hand - case when ?2 then r.count else 0 end
-         from (select sku, warehouse_id, count from reservations where order_id = ?1) as r
-         where stocks.sku = r.sku and stocks.warehouse_id = r.warehouse_id",
+        "insert into order_status_history (order_id, from_status, to_status, reason, detail, at)
+         select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]'), json_extract(value, '$[4]'), ?2
+         from json_each(?1) order by key",
     )
-    .bind(order_id.get())
-    .bind(sold)
+    .bind(json(&history)?)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    let events: Vec<_> = rows
+        .event_ids
+        .iter()
+        .map(uuid::Uuid::to_string)
+        .zip(&rows.order_ids)
+        .zip(&rows.payloads)
+        .zip(&rows.traceparents)
+        .map(|(((event_id, order_id), payload), traceparent)| (event_id, order_id, payload, traceparent))
+        .collect();
+    sqlx::query(
+        "insert into outbox (event_id, order_id, payload, traceparent, created_at)
+         select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]'), ?2
+         from json_each(?1) order by key",
+    )
+    .bind(json(&events)?)
+    .bind(at)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn set_status(
-    tx: &mut Tx,
-    order_id: OrderId,
-    status: OrderStatus,
-    deadline: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<(), LomsError> {
-    sqlx::query("update orders set status = ?2, payment_deadline = ?3, updated_at = ?4 where id = ?1")
-        .bind(order_id.get())
-        .bind(status.code())
-        .bind(deadline.map(millis))
-        .bind(millis(now))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn order_lines(tx: &mut Tx, order_id: OrderId) -> Result<OrderLines, LomsError> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as("select sku, count from order_items where order_id = ?1 order by sku")
-        .bind(order_id.get())
-        .fetch_all(&mut **tx)
-        .await?;
-    lines_of(rows)
-}
-
-fn lines_of(rows: Vec<(i64, i64)>) -> Result<OrderLines, LomsError> {
-    rows.into_iter()
-        .map(|(sku, count)| Ok((Sku::try_from(sku)?, Count::try_from(count)?)))
-        .collect::<Result<Vec<_>, InvalidInput>>()
-        .and_then(OrderLines::new)
-        .map_err(internal)
-}
-
-/// Appends the transitions to the order's history and their events to the outbox.
-async fn record(
-    tx: &mut Tx,
-    order_id: OrderId,
-    user: UserId,
-    lines: &OrderLines,
-    transitions: &[Transition],
-    now: DateTime<Utc>,
-) -> Result<(), LomsError> {
-    for transition in transitions {
-        let event = events::order_status_changed(order_id, user, lines, transition, now);
-        sqlx::query(
-            "insert into order_status_history (order_id, from_status, to_status, reason, detail, at)
-             values (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(order_id.get())
-        .bind(transition.from.map(OrderStatus::code))
-        .bind(transition.to.code())
-        .bind(transition.reason.code())
-        .bind(&transition.detail)
-        .bind(millis(now))
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "insert into outbox (event_id, order_id, payload, created_at, traceparent) values (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(event.event_id.to_string())
-        .bind(order_id.get())
-        .bind(event.payload)
-        .bind(millis(now))
-        .bind(event.traceparent)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-fn status_of(code: i64) -> Result<OrderStatus, LomsError> {
-    stored_status(code)
-}
-
 fn stock_level(row: &SqliteRow) -> Result<StockLevel, LomsError> {
-    StockLevel::from_stored(row.get("warehouse_id"), row.get("sku"), row.get("on_hand"), row.get("reserved"))
+    stored_level(row.get("warehouse_id"), row.get("sku"), row.get("on_hand"), row.get("reserved"))
 }
 
 #[async_trait]
@@ -436,12 +499,7 @@ impl OrderStore for SqliteStore {
                 .bind(id.get())
                 .fetch_all(&mut *conn)
                 .await?;
-        Ok(Order {
-            id,
-            user: UserId::try_from(user).map_err(internal)?,
-            status: status_of(status)?,
-            lines: lines_of(rows)?,
-        })
+        Ok(Order { id, user: stored_user(user)?, status: stored_status(status)?, lines: stored_lines(rows)? })
     }
 
     async fn history(&self, id: OrderId) -> Result<Vec<RecordedTransition>, LomsError> {
@@ -456,18 +514,22 @@ impl OrderStore for SqliteStore {
         }
         rows.into_iter()
             .map(|(from, to, reason, detail, at)| {
-                let at = DateTime::from_timestamp_millis(at).ok_or_else(|| internal("history time out of range"))?;
+                let at = DateTime::from_timestamp_millis(at).ok_or_else(|| corrupt("history time out of range"))?;
                 stored_transition(from, to, reason, detail, at)
             })
             .collect()
     }
 
     async fn pay(&self, id: OrderId) -> Result<(), LomsError> {
-        self.try_transition(id, Action::Pay).await
+        self.try_command(id, &Command::Pay).await
     }
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
-        self.try_transition(id, Action::Cancel).await
+        self.try_command(id, &Command::Cancel).await
+    }
+
+    async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
+        self.try_command(id, &command).await
     }
 
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
@@ -482,27 +544,22 @@ impl OrderStore for SqliteStore {
 #[async_trait]
 impl StockStore for SqliteStore {
     async fn set_stock(&self, warehouse: WarehouseId, sku: Sku, on_hand: u64) -> Result<StockLevel, LomsError> {
-        let mut tx = self.write().await?;
-        let level = Self::put_level(&mut tx, warehouse, sku, i128::from(on_hand)).await?;
-        tx.commit().await?;
-        Ok(level)
+        self.change_stock(&[(warehouse, sku, on_hand)], |ledger| ledger.set_on_hand(warehouse, sku, on_hand.into()))
+            .await
     }
 
     async fn add_stock(&self, warehouse: WarehouseId, sku: Sku, delta: i64) -> Result<StockLevel, LomsError> {
-        let mut tx = self.write().await?;
-        let current = Self::level_in(&mut tx, warehouse, sku).await?.map_or(0, |level| level.on_hand);
-        let level = Self::put_level(&mut tx, warehouse, sku, i128::from(current) + i128::from(delta)).await?;
-        tx.commit().await?;
-        Ok(level)
+        self.change_stock(&[(warehouse, sku, 0)], |ledger| ledger.add_on_hand(warehouse, sku, delta)).await
     }
 
     async fn import_stock(&self, levels: &[(WarehouseId, Sku, u64)]) -> Result<usize, LomsError> {
-        let mut tx = self.write().await?;
-        for (warehouse, sku, on_hand) in levels {
-            Self::put_level(&mut tx, *warehouse, *sku, i128::from(*on_hand)).await?;
-        }
-        tx.commit().await?;
-        Ok(levels.len())
+        self.change_stock(levels, |ledger| {
+            for (warehouse, sku, on_hand) in levels {
+                ledger.set_on_hand(*warehouse, *sku, (*on_hand).into())?;
+            }
+            Ok(levels.len())
+        })
+        .await
     }
 
     async fn stock_levels(&self, sku: Sku) -> Result<Vec<StockLevel>, LomsError> {
