@@ -31,7 +31,13 @@ pub struct Application {
 impl Application {
     /// Connects to (and migrates) the database and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let storage = Storage::connect(&config.database_url, config.db_max_connections, config.stock_cache_ttl).await?;
+        let storage = Storage::connect(
+            &config.database_url,
+            config.db_max_connections,
+            config.stock_cache_ttl,
+            config.write_batch,
+        )
+        .await?;
         let mut server = GrpcServer::bind(config.listen).await?;
         server.advertise(SERVICES);
         server
