@@ -1,6 +1,7 @@
 //! LOMS end to end: a real server on a free port, its own PostgreSQL schema, the generated gRPC client.
 
 mod admin;
+mod batching;
 mod concurrency;
 mod errors;
 mod idempotency;
