@@ -118,12 +118,38 @@ pub(super) fn first_with_same_key(calls: &[CreateOrder]) -> Vec<Option<usize>> {
 /// A backend that commits many CreateOrder calls in one transaction, answering each as if it had run alone in the
 /// batch's order.
 #[async_trait]
-pub(super) trait CreateBatch: Send + Sync + 'static {
-    /// One answer per call, in the calls' order.
-    async fn create_batch(&self, calls: Vec<CreateOrder>) -> Vec<Result<CreateOutcome, LomsError>>;
+pub(super) trait CreateBatch: OrderStore {
+    /// The batch in one transaction, one answer per call in the calls' order. `Err` only when nothing was
+    /// committed.
+    async fn try_create_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError>;
+
+    /// The batch in one transaction or, when that fails before its commit, its calls one by one on the per-call
+    /// path, so a call that cannot be written fails alone.
+    async fn create_batch(&self, calls: Vec<CreateOrder>) -> Vec<CreateAnswer> {
+        match self.try_create_batch(&calls).await {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::warn!(%error, calls = calls.len(), "a CreateOrder batch failed; running its calls one by one");
+                let mut answers = Vec::with_capacity(calls.len());
+                for call in calls {
+                    answers.push(self.create_order(call).await);
+                }
+                answers
+            }
+        }
+    }
 }
 
-type CreateAnswer = Result<CreateOutcome, LomsError>;
+/// The answers to a batch whose COMMIT failed: its outcome is unknown, so every call is told so, and none is run
+/// again (a call without an idempotency key could be stored twice).
+pub(super) fn commit_failed(calls: &[CreateOrder], error: &LomsError) -> Vec<CreateAnswer> {
+    tracing::error!(%error, calls = calls.len(), "the COMMIT of a CreateOrder batch failed");
+    let message = format!("the commit of the order failed: {error}");
+    calls.iter().map(|_| Err(LomsError::Unavailable(message.clone()))).collect()
+}
+
+/// One CreateOrder call's answer.
+pub(super) type CreateAnswer = Result<CreateOutcome, LomsError>;
 
 /// An [`OrderStore`] whose CreateOrder calls go through a [`Batcher`]; every other call goes straight to the store.
 #[derive(Debug)]
@@ -193,8 +219,11 @@ mod tests {
     use super::*;
     use crate::domain::{Count, IdempotencyKey, OrderLines};
 
+    /// The sizes of the batches committed so far.
+    type Sizes = Arc<Mutex<Vec<usize>>>;
+
     /// A batcher whose commits record their sizes and wait for a permit of `gate` each.
-    fn gated(max_batch: u16) -> (Batcher<u32, u32>, Arc<Mutex<Vec<usize>>>, Arc<Semaphore>) {
+    fn gated(max_batch: u16) -> (Batcher<u32, u32>, Sizes, Arc<Semaphore>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let (seen, permits) = (sizes.clone(), gate.clone());

@@ -16,18 +16,13 @@ use sqlx::Row;
 
 use super::{PgStore, Tx, bind_deltas, bind_events};
 use crate::{
-    domain::{
-        CreateOrder, CreateOutcome, Ledger, LomsError, OrderId, OrderStatus, OrderStore, Placement, Sku, StockLevel,
-        UserId, place,
-    },
+    domain::{CreateOrder, Ledger, LomsError, OrderId, OrderStatus, Placement, Sku, StockLevel, UserId, place},
     storage::{
-        batch::{CreateBatch, first_with_same_key},
+        batch::{CreateAnswer, CreateBatch, commit_failed, first_with_same_key},
         decode::{stored_level, stored_order_id, stored_status},
         records::EventRows,
     },
 };
-
-type CreateAnswer = Result<CreateOutcome, LomsError>;
 
 /// How one call of a batch is answered.
 enum Outcome {
@@ -50,25 +45,15 @@ struct StoredKey {
 
 #[async_trait::async_trait]
 impl CreateBatch for PgStore {
-    async fn create_batch(&self, calls: Vec<CreateOrder>) -> Vec<CreateAnswer> {
-        match Self::with_retry(|| self.try_create_batch(&calls)).await {
-            Ok(answers) => answers,
-            Err(error) => {
-                tracing::warn!(%error, calls = calls.len(), "a CreateOrder batch failed; running its calls one by one");
-                let mut answers = Vec::with_capacity(calls.len());
-                for call in calls {
-                    answers.push(self.create_order(call).await);
-                }
-                answers
-            }
-        }
+    async fn try_create_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
+        Self::with_retry(|| self.attempt_batch(calls)).await
     }
 }
 
 impl PgStore {
     /// One attempt at the batch. `Err` only when nothing was committed; a failed COMMIT (whose outcome is unknown)
     /// answers every call with the failure instead, so no call is run twice.
-    async fn try_create_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
+    async fn attempt_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
         let repeats = first_with_same_key(calls);
         let mut tx = self.pool.begin().await?;
         let mut stored = stored_keys(&mut tx, calls, &repeats).await?;
@@ -100,9 +85,7 @@ impl PgStore {
             write_new_orders(&mut tx, calls, &placements, &ledger).await?;
             let skus: Vec<Sku> = new.iter().flat_map(|&index| calls[index].lines.iter().map(|(sku, _)| sku)).collect();
             if let Err(error) = self.after_commit.commit(tx, skus).await {
-                tracing::error!(%error, calls = calls.len(), "the COMMIT of a CreateOrder batch failed");
-                let message = format!("the commit of the order failed: {error}");
-                return Ok(calls.iter().map(|_| Err(LomsError::Unavailable(message.clone()))).collect());
+                return Ok(commit_failed(calls, &error));
             }
         }
         Ok(answers(calls, outcomes, placements))

@@ -6,32 +6,12 @@
 
 use super::{SqliteStore, create_in};
 use crate::{
-    domain::{CreateOrder, CreateOutcome, LomsError, OrderStore},
-    storage::batch::CreateBatch,
+    domain::{CreateOrder, LomsError},
+    storage::batch::{CreateAnswer, CreateBatch, commit_failed},
 };
-
-type CreateAnswer = Result<CreateOutcome, LomsError>;
 
 #[async_trait::async_trait]
 impl CreateBatch for SqliteStore {
-    async fn create_batch(&self, calls: Vec<CreateOrder>) -> Vec<CreateAnswer> {
-        match self.try_create_batch(&calls).await {
-            Ok(answers) => answers,
-            Err(error) => {
-                tracing::warn!(%error, calls = calls.len(), "a CreateOrder batch failed; running its calls one by one");
-                let mut answers = Vec::with_capacity(calls.len());
-                for call in calls {
-                    answers.push(self.create_order(call).await);
-                }
-                answers
-            }
-        }
-    }
-}
-
-impl SqliteStore {
-    /// One transaction for the batch. `Err` only when nothing was committed; a failed COMMIT (whose outcome is
-    /// unknown) answers every call with the failure instead, so no call is run twice.
     async fn try_create_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
         let mut tx = self.write().await?;
         let mut answers = Vec::with_capacity(calls.len());
@@ -49,9 +29,7 @@ impl SqliteStore {
         }
         let skus: Vec<_> = calls.iter().flat_map(|call| call.lines.iter().map(|(sku, _)| sku)).collect();
         if let Err(error) = self.after_commit.commit(tx, skus).await {
-            tracing::error!(%error, calls = calls.len(), "the COMMIT of a CreateOrder batch failed");
-            let message = format!("the commit of the order failed: {error}");
-            return Ok(calls.iter().map(|_| Err(LomsError::Unavailable(message.clone()))).collect());
+            return Ok(commit_failed(calls, &error));
         }
         Ok(answers)
     }
