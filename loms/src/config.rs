@@ -43,6 +43,10 @@ pub struct Config {
     #[arg(long, env = "LOMS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
 
+    /// Group commit of CreateOrder: how many calls one transaction takes, and how long it may wait for them.
+    #[command(flatten)]
+    pub write_batch: crate::storage::BatchConfig,
+
     /// The outbox relay: Kafka brokers, topic, batching, retention.
     #[command(flatten)]
     pub outbox: crate::outbox::RelayConfig,

@@ -38,7 +38,13 @@ impl Application {
         // First, so that the series registered while starting (pool gauges) have a recorder.
         let metrics = MetricsEndpoint::bind_if(config.metrics_addr).await?;
         crate::series::describe();
-        let storage = Storage::connect(&config.database_url, config.db_max_connections, config.stock_cache_ttl).await?;
+        let storage = Storage::connect(
+            &config.database_url,
+            config.db_max_connections,
+            config.stock_cache_ttl,
+            config.write_batch,
+        )
+        .await?;
         let mut server = GrpcServer::bind(config.listen).await?;
         server.advertise(SERVICES);
         server

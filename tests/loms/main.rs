@@ -2,6 +2,7 @@
 
 mod admin;
 mod after_payment;
+mod batching;
 mod concurrency;
 mod errors;
 mod idempotency;

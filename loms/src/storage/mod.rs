@@ -2,6 +2,7 @@
 //! database URL at start (`postgres://…` or `sqlite://…`).
 
 mod after_commit;
+pub mod batch;
 mod decode;
 pub mod postgres;
 mod records;
@@ -10,6 +11,7 @@ pub mod stock_cache;
 
 use std::{sync::Arc, time::Duration};
 
+pub use batch::BatchConfig;
 use minizon_common::db::Backend;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -17,37 +19,54 @@ pub use stock_cache::StockCache;
 
 use crate::domain::{OrderStore, StockStore};
 
-/// The storage LOMS runs on, chosen by the database URL.
+/// The storage LOMS runs on, chosen by the database URL, with its CreateOrder calls batched (see [`batch`]).
 #[derive(Debug, Clone)]
-pub enum Storage {
+pub struct Storage {
+    backend: Store,
+    orders: Arc<dyn OrderStore>,
+}
+
+/// The store of one backend.
+#[derive(Debug, Clone)]
+enum Store {
     Postgres(Arc<PgStore>),
     Sqlite(Arc<SqliteStore>),
 }
 
 impl Storage {
     /// Opens (creating and migrating) the database `url` names; Stocks answers are cached up to `stock_cache_ttl`
-    /// (zero: not cached).
-    pub async fn connect(url: &str, max_connections: u32, stock_cache_ttl: Duration) -> anyhow::Result<Self> {
+    /// (zero: not cached); CreateOrder calls are committed in batches as `batching` says.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        stock_cache_ttl: Duration,
+        batching: BatchConfig,
+    ) -> anyhow::Result<Self> {
         let cache = StockCache::new(stock_cache_ttl);
         Ok(match Backend::of(url).map_err(anyhow::Error::msg)? {
-            Backend::Postgres => Self::Postgres(Arc::new(PgStore::connect(url, max_connections, cache).await?)),
-            Backend::Sqlite => Self::Sqlite(Arc::new(SqliteStore::connect(url, cache).await?)),
+            Backend::Postgres => {
+                let store = Arc::new(PgStore::connect(url, max_connections, cache).await?);
+                let orders = Arc::new(batch::BatchedOrders::new(store.clone(), batching));
+                Self { backend: Store::Postgres(store), orders }
+            }
+            Backend::Sqlite => {
+                let store = Arc::new(SqliteStore::connect(url, cache).await?);
+                let orders = Arc::new(batch::BatchedOrders::new(store.clone(), batching));
+                Self { backend: Store::Sqlite(store), orders }
+            }
         })
     }
 
     /// Orders, reservations and history.
     pub fn orders(&self) -> Arc<dyn OrderStore> {
-        match self {
-            Self::Postgres(store) => store.clone(),
-            Self::Sqlite(store) => store.clone(),
-        }
+        self.orders.clone()
     }
 
     /// Stock administration (which keeps this process's Stocks cache exact).
     pub fn stocks(&self) -> Arc<dyn StockStore> {
-        let (store, cache): (Arc<dyn StockStore>, _) = match self {
-            Self::Postgres(store) => (store.clone(), store.stock_cache().clone()),
-            Self::Sqlite(store) => (store.clone(), store.stock_cache().clone()),
+        let (store, cache): (Arc<dyn StockStore>, _) = match &self.backend {
+            Store::Postgres(store) => (store.clone(), store.stock_cache().clone()),
+            Store::Sqlite(store) => (store.clone(), store.stock_cache().clone()),
         };
         Arc::new(stock_cache::ForgetChangedStock { store, cache })
     }
@@ -55,11 +74,11 @@ impl Storage {
     /// The outbox, for the relay.
     pub fn outbox(&self) -> crate::outbox::OutboxSource {
         use crate::outbox::OutboxSource;
-        match self {
-            Self::Postgres(store) => {
+        match &self.backend {
+            Store::Postgres(store) => {
                 OutboxSource::Postgres { pool: store.pool().clone(), written: store.outbox_written() }
             }
-            Self::Sqlite(store) => {
+            Store::Sqlite(store) => {
                 OutboxSource::Sqlite { pools: store.pools().clone(), written: store.outbox_written() }
             }
         }
@@ -67,17 +86,17 @@ impl Storage {
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        match self {
-            Self::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
-            Self::Sqlite(store) => store.pools().ping().await,
+        match &self.backend {
+            Store::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
+            Store::Sqlite(store) => store.pools().ping().await,
         }
     }
 
     /// Closes every connection.
     pub async fn close(&self) {
-        match self {
-            Self::Postgres(store) => store.pool().close().await,
-            Self::Sqlite(store) => store.pools().close().await,
+        match &self.backend {
+            Store::Postgres(store) => store.pool().close().await,
+            Store::Sqlite(store) => store.pools().close().await,
         }
     }
 }

@@ -70,6 +70,9 @@ macro_rules! stock_cte {
     };
 }
 
+// After the macros above, which it uses.
+mod batch;
+
 /// LOMS storage on a PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub struct PgStore {

@@ -37,6 +37,8 @@ type Tx = Transaction<'static, Sqlite>;
 /// short one lets requests' writes in between (500 at once made CreateOrder wait over a second: docs/benchmarks.md).
 const SWEEP_CHUNK: u32 = 50;
 
+mod batch;
+
 /// LOMS storage on an SQLite file (or in memory).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -79,46 +81,9 @@ impl SqliteStore {
 
     async fn try_create(&self, request: &CreateOrder) -> Result<CreateOutcome, LomsError> {
         let mut tx = self.write().await?;
-        if let Some(idempotency) = &request.idempotency
-            && let Some(outcome) = replay(&mut tx, request.user, idempotency).await?
-        {
-            return outcome;
-        }
-        let now = Utc::now();
-        let (key, hash) = match &request.idempotency {
-            Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
-            None => (None, None),
-        };
-        let order_id: i64 = sqlx::query_scalar(
-            "insert into orders (user_id, status, created_at, updated_at, idempotency_key, request_hash)
-             values (?1, 0, ?2, ?2, ?3, ?4) returning id",
-        )
-        .bind(request.user.get())
-        .bind(millis(now))
-        .bind(key)
-        .bind(hash)
-        .fetch_one(&mut *tx)
-        .await?;
-        let order_id = stored_order_id(order_id)?;
-        write_items(&mut tx, order_id, &request.lines).await?;
-        let mut ledger = Ledger::new(stock_of_skus(&mut tx, request.lines.iter().map(|(sku, _)| sku)).await?);
-        let placement = place(order_id, request, &mut ledger);
-        write_reservations(&mut tx, order_id, &placement.reservations).await?;
-        apply_deltas(&mut tx, &ledger).await?;
-        let deadline = match placement.payment_timeout {
-            Some(timeout) => Some(now + chrono::Duration::from_std(timeout).map_err(corrupt)?),
-            None => None,
-        };
-        sqlx::query("update orders set status = ?2, payment_deadline = ?3 where id = ?1")
-            .bind(order_id.get())
-            .bind(placement.status.code())
-            .bind(deadline.map(millis))
-            .execute(&mut *tx)
-            .await?;
-        record(&mut tx, EventRows::of([(order_id, request.user, &request.lines, placement.steps.as_slice())], now))
-            .await?;
+        let reply = create_in(&mut tx, request).await?;
         self.after_commit.commit(tx, request.lines.iter().map(|(sku, _)| sku)).await?;
-        placement.reply
+        reply
     }
 
     /// Runs one command on one order: decide on the order as stored, settle its stock, write.
@@ -242,6 +207,49 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(answer)
     }
+}
+
+/// CreateOrder inside the write transaction `tx`: the stored answer to a repeated key, or the new order placed and
+/// written. The outer error is a failed statement; the inner result is the call's answer once `tx` commits.
+async fn create_in(tx: &mut Tx, request: &CreateOrder) -> Result<Result<CreateOutcome, LomsError>, LomsError> {
+    if let Some(idempotency) = &request.idempotency
+        && let Some(outcome) = replay(tx, request.user, idempotency).await?
+    {
+        return Ok(outcome);
+    }
+    let now = Utc::now();
+    let (key, hash) = match &request.idempotency {
+        Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
+        None => (None, None),
+    };
+    let order_id: i64 = sqlx::query_scalar(
+        "insert into orders (user_id, status, created_at, updated_at, idempotency_key, request_hash)
+             values (?1, 0, ?2, ?2, ?3, ?4) returning id",
+    )
+    .bind(request.user.get())
+    .bind(millis(now))
+    .bind(key)
+    .bind(hash)
+    .fetch_one(&mut **tx)
+    .await?;
+    let order_id = stored_order_id(order_id)?;
+    write_items(tx, order_id, &request.lines).await?;
+    let mut ledger = Ledger::new(stock_of_skus(tx, request.lines.iter().map(|(sku, _)| sku)).await?);
+    let placement = place(order_id, request, &mut ledger);
+    write_reservations(tx, order_id, &placement.reservations).await?;
+    apply_deltas(tx, &ledger).await?;
+    let deadline = match placement.payment_timeout {
+        Some(timeout) => Some(now + chrono::Duration::from_std(timeout).map_err(corrupt)?),
+        None => None,
+    };
+    sqlx::query("update orders set status = ?2, payment_deadline = ?3 where id = ?1")
+        .bind(order_id.get())
+        .bind(placement.status.code())
+        .bind(deadline.map(millis))
+        .execute(&mut **tx)
+        .await?;
+    record(tx, EventRows::of([(order_id, request.user, &request.lines, placement.steps.as_slice())], now)).await?;
+    Ok(placement.reply)
 }
 
 /// The first call's result for a repeated (user, key), or `None` when the key is new.
