@@ -35,7 +35,11 @@ impl StockLevel {
     /// error, [`LomsError::StockBelowReserved`]), and beyond what a database integer holds.
     pub fn with_on_hand(self, on_hand: i128) -> Result<Self, LomsError> {
         if on_hand > i128::from(i64::MAX) {
-            return Err(InvalidInput(format!("{on_hand} units on hand is more than can be stored")).into());
+            return Err(InvalidInput(format!(
+                "{on_hand} units on hand is too large: the stock count overflows its limit of {}",
+                i64::MAX
+            ))
+            .into());
         }
         match u64::try_from(on_hand) {
             Ok(units) if units >= self.reserved => Ok(Self { on_hand: units, ..self }),
