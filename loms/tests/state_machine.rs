@@ -91,6 +91,7 @@ impl Model {
             lines: order_lines(lines),
             idempotency: None,
             payment_timeout: Duration::from_secs(600),
+            traceparent: None,
         };
         let placement = place(id, &request, &mut self.ledger);
         self.orders.push(Stored {

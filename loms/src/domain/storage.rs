@@ -49,6 +49,9 @@ pub struct CreateOrder {
     pub idempotency: Option<IdempotencyKey>,
     /// How long a reserved order may stay unpaid.
     pub payment_timeout: Duration,
+    /// The W3C trace context of the request, for its events: a batch writes them in the committer's task, where
+    /// the request's own span is not current.
+    pub traceparent: Option<String>,
 }
 
 /// What CreateOrder returns on success (a short stock is [`LomsError::InsufficientStock`]).

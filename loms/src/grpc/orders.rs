@@ -41,7 +41,13 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let outcome = self
             .store
-            .create_order(CreateOrder { user, lines, idempotency, payment_timeout: self.payment_timeout })
+            .create_order(CreateOrder {
+                user,
+                lines,
+                idempotency,
+                payment_timeout: self.payment_timeout,
+                traceparent: minizon_common::telemetry::current_traceparent(),
+            })
             .await?;
         tracing::Span::current().record("order_id", outcome.order_id.get());
         tracing::info!(replayed = outcome.replayed, "order awaiting payment");

@@ -285,6 +285,7 @@ mod tests {
             lines: OrderLines::new([(Sku::try_from(1u32).unwrap(), Count::try_from(1u32).unwrap())]).unwrap(),
             idempotency: key.map(|key| IdempotencyKey { key: key.into(), request_hash: "h".into() }),
             payment_timeout: Duration::from_secs(60),
+            traceparent: None,
         }
     }
 

@@ -433,7 +433,7 @@ async fn write_new_order(
         Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
         None => (None, None),
     };
-    let events = EventRows::of([(order_id, request.user, lines, placement.steps.as_slice())], Utc::now());
+    let events = EventRows::of_requests([(order_id, request, placement.steps.as_slice())], Utc::now());
     let query = sqlx::query(concat!(
         "with ",
         record_ctes!(),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::{
-    domain::{OrderId, OrderLines, OrderStatus, Step, UserId},
+    domain::{CreateOrder, OrderId, OrderLines, OrderStatus, Step, UserId},
     events,
 };
 
@@ -47,6 +47,21 @@ impl EventRows {
         let mut rows = Self::new(at);
         for (order_id, user, lines, steps) in batch {
             rows.push(order_id, user, lines, steps);
+        }
+        rows
+    }
+
+    /// The rows of new orders, each with its request's trace context (captured where the request was made, which
+    /// may be another task than the one writing: a batch's committer).
+    pub(super) fn of_requests<'a>(
+        batch: impl IntoIterator<Item = (OrderId, &'a CreateOrder, &'a [Step])>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let mut rows = Self::new(at);
+        for (order_id, request, steps) in batch {
+            let first = rows.traceparents.len();
+            rows.push(order_id, request.user, &request.lines, steps);
+            rows.traceparents[first..].fill(request.traceparent.clone());
         }
         rows
     }

@@ -248,7 +248,7 @@ async fn create_in(tx: &mut Tx, request: &CreateOrder) -> Result<Result<CreateOu
         .bind(deadline.map(millis))
         .execute(&mut **tx)
         .await?;
-    record(tx, EventRows::of([(order_id, request.user, &request.lines, placement.steps.as_slice())], now)).await?;
+    record(tx, EventRows::of_requests([(order_id, request, placement.steps.as_slice())], now)).await?;
     Ok(placement.reply)
 }
 

@@ -251,8 +251,8 @@ async fn write_new_orders(
         keys.push(call.idempotency.as_ref().map(|key| key.key.as_str()));
         hashes.push(call.idempotency.as_ref().map(|key| key.request_hash.as_str()));
     }
-    let events = EventRows::of(
-        orders().map(|(call, order_id, placement)| (order_id, call.user, &call.lines, placement.steps.as_slice())),
+    let events = EventRows::of_requests(
+        orders().map(|(call, order_id, placement)| (order_id, call, placement.steps.as_slice())),
         Utc::now(),
     );
     let query = sqlx::query(concat!(
