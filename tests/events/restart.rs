@@ -4,12 +4,7 @@
 
 use std::{path::PathBuf, process::Stdio};
 
-use minizon_tests::{
-    db::TestDb,
-    kafka::TestBroker,
-    notifications::SinkStandIn,
-    poll,
-};
+use minizon_tests::{db::TestDb, kafka::TestBroker, notifications::SinkStandIn, poll};
 use tokio::process::{Child, Command};
 
 use crate::support::{LIMIT, assert_one_notification_per_event, order, outbox, start_loms, wait_until_outbox_drained};
@@ -63,7 +58,8 @@ struct WorkerProcess {
 impl WorkerProcess {
     /// Runs [`worker_process`] of this test binary in a child process, logging to `<tmp>/<name>.log`.
     async fn spawn(&self, name: &str) -> Child {
-        let log_path: PathBuf = std::env::temp_dir().join(format!("minizon-notifications-{name}-{}.log", uuid::Uuid::new_v4().simple()));
+        let log_path: PathBuf =
+            std::env::temp_dir().join(format!("minizon-notifications-{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let log = std::fs::File::create(&log_path).expect("create the worker's log");
         Command::new(std::env::current_exe().expect("the test binary"))
             .args(["restart::worker_process", "--exact", "--ignored", "--nocapture"])
