@@ -4,7 +4,12 @@
 
 use std::{path::PathBuf, process::Stdio};
 
-use minizon_tests::{db::TestDb, kafka::TestBroker, notifications::SinkStandIn, poll};
+use minizon_tests::{
+    db::TestDb,
+    kafka::TestBroker,
+    notifications::{SinkStandIn, TELEGRAM_CHAT, TELEGRAM_TOKEN},
+    poll,
+};
 use tokio::process::{Child, Command};
 
 use crate::support::{LIMIT, assert_one_notification_per_event, order, outbox, start_loms, wait_until_outbox_drained};
@@ -19,7 +24,7 @@ async fn a_worker_process_killed_and_restarted_twice_notifies_every_event_once()
     let loms = start_loms(TestDb::new().await, &broker).await;
     loms.set_stock(1, 1001, 100).await;
     let sinks = SinkStandIn::start().await;
-    let worker = WorkerProcess { db: TestDb::new().await.url, brokers: broker.bootstrap(), webhook: sinks.url() };
+    let worker = WorkerProcess { db: TestDb::new().await.url, brokers: broker.bootstrap(), sinks: sinks.url() };
     let mut process = worker.spawn("first").await;
     let mut client = loms.client().await;
 
@@ -48,11 +53,11 @@ fn distinct_events(sinks: &SinkStandIn) -> usize {
     calls.iter().map(|call| call.body["eventId"].to_string()).collect::<std::collections::HashSet<_>>().len()
 }
 
-/// How to start the worker process: the same database, broker, webhook and group instance every time.
+/// How to start the worker process: the same database, broker, sinks and group instance every time.
 struct WorkerProcess {
     db: String,
     brokers: String,
-    webhook: String,
+    sinks: String,
 }
 
 impl WorkerProcess {
@@ -66,8 +71,11 @@ impl WorkerProcess {
             .env(CHILD_MARKER, "1")
             .env("NOTIFICATIONS_DATABASE_URL", &self.db)
             .env("NOTIFICATIONS_KAFKA_BROKERS", &self.brokers)
-            .env("NOTIFICATIONS_SINKS", "webhook")
-            .env("NOTIFICATIONS_WEBHOOK_URL", format!("{}/webhook", self.webhook))
+            .env("NOTIFICATIONS_SINKS", "webhook,telegram")
+            .env("NOTIFICATIONS_TELEGRAM_BASE_URL", &self.sinks)
+            .env("NOTIFICATIONS_TELEGRAM_TOKEN", TELEGRAM_TOKEN)
+            .env("NOTIFICATIONS_TELEGRAM_CHAT_ID", TELEGRAM_CHAT)
+            .env("NOTIFICATIONS_WEBHOOK_URL", format!("{}/webhook", self.sinks))
             .env("NOTIFICATIONS_GROUP_INSTANCE_ID", "notifications-restart-test")
             .env("NOTIFICATIONS_METRICS_ADDR", "off")
             .env("NOTIFICATIONS_RETRY_MIN_DELAY", "20ms")
