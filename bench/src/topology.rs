@@ -124,7 +124,16 @@ impl Layout {
 
     /// Every process, in start order: the broker, LOMS replicas, ProductService, Checkout, Notifications.
     pub fn services(&self) -> Vec<ServiceSpec> {
-        let common = [("RUST_LOG".to_owned(), self.log_filter.clone())];
+        // Every service's metrics endpoint on a free port: the replicas share a host, and so may two topologies.
+        let metrics = [
+            ("LOMS_METRICS_ADDR", "127.0.0.1:0"),
+            ("CHECKOUT_METRICS_ADDR", "127.0.0.1:0"),
+            ("PRODUCT_SERVICE_METRICS_ADDR", "127.0.0.1:0"),
+            ("NOTIFICATIONS_METRICS_ADDR", "127.0.0.1:0"),
+        ];
+        let common: Vec<(String, String)> = std::iter::once(("RUST_LOG".to_owned(), self.log_filter.clone()))
+            .chain(metrics.iter().map(|&(name, addr)| (name.to_owned(), addr.to_owned())))
+            .collect();
         let kafka = self.kafka_listen.to_string();
         let mut services = vec![ServiceSpec {
             name: "broker".into(),

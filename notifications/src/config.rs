@@ -33,6 +33,14 @@ pub struct Config {
     #[arg(long, env = "NOTIFICATIONS_GROUP_ID", default_value = "notifications")]
     pub group_id: String,
 
+    /// This replica's static group membership (`group.instance.id`): a restarted process with the same id takes
+    /// back its predecessor's partitions at once instead of waiting out its session (and, on tansu, instead of
+    /// the group stalling: see docs/events.md, "Consumer group membership"). Keep it stable across restarts and
+    /// different for every replica. Unset: `notifications-<hostname>`, right for one replica per host; `none`:
+    /// dynamic membership.
+    #[arg(long, env = "NOTIFICATIONS_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+
     /// Topic where events that cannot be handled go, with the reason in the `dead-letter-reason` header.
     #[arg(long, env = "NOTIFICATIONS_DEAD_LETTER_TOPIC", default_value = "loms.order-status-changed.dead-letter")]
     pub dead_letter_topic: String,
@@ -154,6 +162,15 @@ pub struct ReplayArgs {
 }
 
 impl Config {
+    /// The `group.instance.id` this process joins with, if any (see [`Config::group_instance_id`]).
+    pub fn static_member_id(&self) -> Option<String> {
+        match self.group_instance_id.as_deref().map(str::trim) {
+            Some("" | "none") => None,
+            Some(id) => Some(id.to_owned()),
+            None => Some(format!("notifications-{}", rustix::system::uname().nodename().to_string_lossy())),
+        }
+    }
+
     /// The defaults, for a given database and broker: what tests and embedders start from.
     pub fn for_database(database_url: impl Into<String>, kafka_brokers: impl Into<String>) -> Self {
         let mut config = Self::parse_from(["notifications"]);
@@ -162,5 +179,25 @@ impl Config {
         // One process may host several workers (tests, the embedded mode): it serves its metrics once, itself.
         config.metrics_addr = minizon_common::metrics::MetricsAddr::OFF;
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_instance(id: Option<&str>) -> Config {
+        let mut config = Config::for_database("sqlite::memory:", "127.0.0.1:9092");
+        config.group_instance_id = id.map(str::to_owned);
+        config
+    }
+
+    #[test]
+    fn a_replica_joins_as_a_static_member_named_after_its_host_unless_told_otherwise() {
+        let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+        assert_eq!(with_instance(None).static_member_id(), Some(format!("notifications-{host}")));
+        assert_eq!(with_instance(Some("notifications-2")).static_member_id().as_deref(), Some("notifications-2"));
+        assert_eq!(with_instance(Some("none")).static_member_id(), None, "`none`: dynamic membership");
+        assert_eq!(with_instance(Some(" ")).static_member_id(), None, "blank: dynamic membership");
     }
 }

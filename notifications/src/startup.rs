@@ -64,6 +64,7 @@ impl Application {
             brokers = %config.kafka_brokers,
             topic = %config.topic,
             group = %config.group_id,
+            instance = config.static_member_id().as_deref().unwrap_or("(dynamic)"),
             channels = ?channels.iter().map(Channel::name).collect::<Vec<_>>(),
             outage_budget = %humantime::format_duration(config.sink_outage_budget),
             "notifications worker ready"

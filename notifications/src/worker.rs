@@ -122,7 +122,14 @@ impl Drop for EventConsumer {
 
 /// Creates the group member and subscribes it to the topic.
 pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
-    let consumer: RawConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    // Static membership: a restarted replica rejoins as the member it was and gets its partitions back at once.
+    // Without it, tansu 0.6.0 can hand the restarted process an empty assignment for good when the killed
+    // member's session expires mid-join (docs/events.md, "Consumer group membership").
+    if let Some(instance) = config.static_member_id() {
+        client.set("group.instance.id", instance);
+    }
+    let consumer: RawConsumer = client
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("group.id", &config.group_id)
         .set("client.id", "notifications")

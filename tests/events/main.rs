@@ -13,5 +13,6 @@ mod lifecycle_notifications;
 mod outage;
 mod parked;
 mod replicas;
+mod restart;
 mod sink_outage;
 mod support;

@@ -46,6 +46,8 @@ impl TestNotifications {
         config.webhook_url = Some(format!("{}/webhook", sinks.url()));
         config.retry_min_delay = std::time::Duration::from_millis(20);
         config.retry_max_delay = std::time::Duration::from_millis(200);
+        // A replica of its own: workers of one test share the host (and the broker), so not its name.
+        config.group_instance_id = Some(format!("notifications-{}", uuid::Uuid::new_v4().simple()));
         configure(&mut config);
         Self::launch(config).await
     }
