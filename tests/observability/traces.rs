@@ -127,8 +127,10 @@ async fn one_purchase_is_one_trace_from_checkout_through_kafka_to_notifications(
     let spans = poll::until("the purchase's spans in every service", LIMIT, || {
         tokio::task::block_in_place(|| telemetry.flush());
         let spans = receiver.trace();
+        // Notifications' handling span ends (and is exported) after its sink calls, so wait for it too.
         let complete = find(&spans, "notify webhook", SpanKind::Client).is_some()
-            && find(&spans, "checkout_v1.CheckoutV1/Purchase", SpanKind::Server).is_some();
+            && find(&spans, "checkout_v1.CheckoutV1/Purchase", SpanKind::Server).is_some()
+            && spans.iter().any(|span| span.kind == SpanKind::Consumer as i32);
         std::future::ready(complete.then_some(spans))
     })
     .await;
