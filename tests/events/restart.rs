@@ -33,8 +33,10 @@ async fn a_worker_process_killed_and_restarted_twice_notifies_every_event_once()
         client.create_order(order(user, &[(1001, 1)])).await.unwrap();
         wait_until_outbox_drained(&loms.db).await;
         let committed = outbox(&loms.db).await.len();
-        poll::until("the webhook to have every committed event", LIMIT, || async {
-            (distinct_events(&sinks) >= committed).then_some(())
+        // Both sinks: the kill may otherwise land between the webhook call and the Telegram message, and after
+        // the last kill no process is left to send what was pending.
+        poll::until("the webhook and Telegram to have every committed event", LIMIT, || async {
+            (distinct_events(&sinks) >= committed && sinks.telegram_calls().len() >= committed).then_some(())
         })
         .await;
         if let Some(next) = next {
