@@ -8,7 +8,8 @@
 #
 # Settings (environment): TANSU_ROOT (~/.cache/minizon/tansu), TANSU_BIN ($TANSU_ROOT/bin/tansu),
 # KAFKA_LISTEN (127.0.0.1:9092), KAFKA_DATA_DIR (data/kafka), KAFKA_PARTITIONS (3),
-# KAFKA_TOPICS (the order events and their dead-letter topic).
+# KAFKA_TOPICS (the order events and their dead-letter topic), TANSU_LOG (the broker's RUST_LOG, default warn: at
+# info tansu logs every span of every request, gigabytes in minutes, and slows itself down until clients time out).
 set -euo pipefail
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
@@ -18,6 +19,7 @@ KAFKA_LISTEN="${KAFKA_LISTEN:-127.0.0.1:9092}"
 KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-data/kafka}"
 KAFKA_PARTITIONS="${KAFKA_PARTITIONS:-3}"
 KAFKA_TOPICS="${KAFKA_TOPICS:-loms.order-status-changed loms.order-status-changed.dead-letter}"
+TANSU_LOG="${TANSU_LOG:-warn}"
 
 log() { echo "kafka.sh: $*" >&2; }
 
@@ -61,7 +63,7 @@ start() {
     local data
     data="$(cd "$KAFKA_DATA_DIR" && pwd)"
     log "broker on $KAFKA_LISTEN, data in $data/tansu.db (Ctrl-C stops it)"
-    (cd "$data" && exec "$TANSU_BIN" broker \
+    (cd "$data" && RUST_LOG="$TANSU_LOG" exec "$TANSU_BIN" broker \
         --listener-url "tcp://$KAFKA_LISTEN" \
         --advertised-listener-url "tcp://$KAFKA_LISTEN" \
         --storage-engine "sqlite://tansu.db") &

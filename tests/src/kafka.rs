@@ -85,6 +85,8 @@ impl TestBroker {
             .args(["--listener-url", &self.url(), "--advertised-listener-url", &self.url()])
             .args(["--storage-engine", "sqlite://data/tansu.db"])
             .current_dir(&self.dir)
+            // Not the tests' RUST_LOG: at info tansu logs every span of every request and slows itself down.
+            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
