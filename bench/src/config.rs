@@ -287,6 +287,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub sweep_limit: Duration,
 
+    /// LOMS's Prometheus endpoint (e.g. `http://127.0.0.1:9461/metrics`): each scenario then reports how many
+    /// calls LOMS's write batches carried (`loms_write_batch_size`). Without it batch sizes are left out.
+    #[arg(long, env = "BENCH_LOMS_METRICS_URL")]
+    pub loms_metrics_url: Option<String>,
+
     /// Service processes whose memory is reported, as `name=pid` (repeatable).
     #[arg(long = "watch")]
     pub watch: Vec<Watched>,

@@ -5,6 +5,7 @@
 //! A scenario is a [`runner::Scenario`]: how a client connects and what one iteration sends. Adding one for a new
 //! part of the system is a type in [`scenarios`] and a line in [`run`].
 
+pub mod batches;
 pub mod config;
 pub mod pgbench;
 pub mod report;
@@ -61,22 +62,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             max_iterations: args.requests,
             rate: None,
         };
-        let mut results: Vec<ScenarioResult> = Vec::new();
-        let mut record = |mut result: ScenarioResult| {
-            for watched in &args.watch {
-                if let Some(memory) = rss::sample(watched.pid) {
-                    result.rss_kib.insert(watched.name.clone(), memory.rss_kib);
-                }
-            }
-            log_result(&result);
-            results.push(result);
-        };
+        let mut recorder = Recorder::start(args).await;
 
         // Before each scenario: what autovacuum would have done by then (a no-op without a PostgreSQL URL).
         let vacuum = || maintenance.run();
         if args.wants("pgbench") {
             match &pgbench {
-                Some(pgbench) => record(pgbench.run(clients, args.warmup, args.duration).await?),
+                Some(pgbench) => recorder.record(pgbench.run(clients, args.warmup, args.duration).await?).await,
                 None => tracing::warn!("pgbench baseline skipped: no --pgbench-database-url"),
             }
         }
@@ -85,11 +77,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             vacuum().await;
             let created = scenario("create-3", orders(3, AfterCreate::Leave), spec).await?;
             let peak = created.op("CreateOrder").map_or(0.0, |op| op.throughput);
-            record(created);
+            recorder.record(created).await;
             if args.wants("create-3@80%") && peak > 0.0 {
                 let paced = LoadSpec { rate: Some(peak * 0.8), ..spec };
                 vacuum().await;
-                record(scenario("create-3@80%", orders(3, AfterCreate::Leave), paced).await?);
+                recorder.record(scenario("create-3@80%", orders(3, AfterCreate::Leave), paced).await?).await;
             }
         } else if args.wants("create-3@80%") {
             tracing::warn!("create-3@80% skipped: it paces at 80 % of the peak create-3 measures");
@@ -98,26 +90,32 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
             let name = format!("purchase-{items}");
             if args.wants(&name) {
                 vacuum().await;
-                record(scenario(&name, orders(items, AfterCreate::Pay), spec).await?);
+                recorder.record(scenario(&name, orders(items, AfterCreate::Pay), spec).await?).await;
             }
         }
         if args.wants("churn-3") {
             vacuum().await;
-            record(scenario("churn-3", orders(3, AfterCreate::Cancel), spec).await?);
+            recorder.record(scenario("churn-3", orders(3, AfterCreate::Cancel), spec).await?).await;
         }
         if args.wants("health") {
-            record(scenario("health", Arc::new(HealthCheck::new(loms.clone(), "")), spec).await?);
+            recorder.record(scenario("health", Arc::new(HealthCheck::new(loms.clone(), "")), spec).await?).await;
         }
         if args.wants("stocks") {
             vacuum().await;
-            record(scenario("stocks", Arc::new(Stocks::new(loms.clone(), skus, args.seed)), spec).await?);
+            recorder
+                .record(scenario("stocks", Arc::new(Stocks::new(loms.clone(), skus, args.seed)), spec).await?)
+                .await;
         }
         match (&args.checkout_url, args.wants("checkout-health") || args.wants("listcart")) {
             (Some(checkout_url), true) => {
                 target::wait_serving(checkout_url, READY_TIMEOUT).await?;
                 let checkout = Channels::connect(checkout_url, connections, args.request_timeout).await?;
                 if args.wants("checkout-health") {
-                    record(scenario("checkout-health", Arc::new(HealthCheck::new(checkout.clone(), "")), spec).await?);
+                    recorder
+                        .record(
+                            scenario("checkout-health", Arc::new(HealthCheck::new(checkout.clone(), "")), spec).await?,
+                        )
+                        .await;
                 }
                 if args.wants("listcart") {
                     let token =
@@ -136,12 +134,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                     )
                     .await?;
                     vacuum().await;
-                    record(scenario("listcart", Arc::new(listcart), spec).await?);
+                    recorder.record(scenario("listcart", Arc::new(listcart), spec).await?).await;
                 }
             }
             (None, true) => tracing::warn!("Checkout scenarios skipped: no --checkout-url"),
             _ => {}
         }
+        let results = recorder.results;
         runs.push(ClientRun { clients, ratios: report::ratios(&results), results });
     }
 
@@ -200,6 +199,44 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
     write(&args.json, &serde_json::to_string_pretty(&report)?)?;
     write(&args.markdown, &report.markdown())?;
     Ok(report)
+}
+
+/// Completes each scenario's result as it ends: the memory of the watched services, and the write batches LOMS
+/// committed since the previous scenario ended (its warm-up included).
+struct Recorder<'a> {
+    watch: &'a [rss::Watched],
+    metrics: Option<(reqwest::Client, &'a str)>,
+    last_batches: Option<batches::Totals>,
+    results: Vec<ScenarioResult>,
+}
+
+impl<'a> Recorder<'a> {
+    async fn start(args: &'a RunArgs) -> Self {
+        let metrics = args.loms_metrics_url.as_deref().map(|url| (reqwest::Client::new(), url));
+        let mut recorder = Self { watch: &args.watch, metrics, last_batches: None, results: Vec::new() };
+        recorder.last_batches = recorder.scrape().await;
+        recorder
+    }
+
+    async fn scrape(&self) -> Option<batches::Totals> {
+        let (client, url) = self.metrics.as_ref()?;
+        batches::scrape(client, url).await
+    }
+
+    async fn record(&mut self, mut result: ScenarioResult) {
+        for watched in self.watch {
+            if let Some(memory) = rss::sample(watched.pid) {
+                result.rss_kib.insert(watched.name.clone(), memory.rss_kib);
+            }
+        }
+        let now = self.scrape().await;
+        if let (Some(now), Some(before)) = (&now, &self.last_batches) {
+            result.batches = now.since(before);
+        }
+        self.last_batches = now.or(self.last_batches.take());
+        log_result(&result);
+        self.results.push(result);
+    }
 }
 
 /// `VACUUM (ANALYZE)` of LOMS's tables before each scenario, standing in for autovacuum (see `--no-vacuum`).

@@ -76,6 +76,7 @@ impl Pgbench {
             iterations: summary.clone(),
             ops: vec![OpResult { op: OP.into(), summary }],
             rss_kib: BTreeMap::new(),
+            batches: BTreeMap::new(),
         })
     }
 

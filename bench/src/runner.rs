@@ -133,6 +133,9 @@ pub struct ScenarioResult {
     /// Resident memory of each watched service right after the run, in KiB.
     #[serde(default)]
     pub rss_kib: BTreeMap<String, u64>,
+    /// The write batches LOMS committed during the scenario, by kind of call (with `--loms-metrics-url`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub batches: BTreeMap<String, crate::batches::BatchStat>,
 }
 
 impl ScenarioResult {
@@ -236,6 +239,7 @@ pub async fn run<S: Scenario>(
             .map(|(op, recorder)| OpResult { op: (*op).to_owned(), summary: recorder.summary(window) })
             .collect(),
         rss_kib: BTreeMap::new(),
+        batches: BTreeMap::new(),
     })
 }
 
