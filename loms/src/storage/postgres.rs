@@ -11,7 +11,7 @@
 //! Round trips (counted in docs/benchmarks.md): CreateOrder is 4 (BEGIN, lock, one statement that writes everything,
 //! COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
@@ -166,24 +166,18 @@ impl PgStore {
         let Some(plan) = decide(&order, command)? else {
             return Ok(());
         };
-        let mut ledger = Ledger::default();
         if let Some(new_lines) = &plan.new_lines {
             let skus: Vec<i64> =
                 order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| i64::from(sku.get())).collect();
             let (held, levels) = lock_stock_of_skus(&mut tx, id, &skus).await?;
-            ledger = Ledger::new(levels);
+            let mut ledger = Ledger::new(levels);
             let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
             write_change(&mut tx, &order, &plan, &ledger, new_lines, &reservations).await?;
             let skus = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
             self.after_commit.commit(tx, skus).await?;
             return plan.reply;
         }
-        if plan.settlement.is_some() {
-            let (held, levels) = lock_held_stock(&mut tx, &[id]).await?;
-            ledger = Ledger::new(levels);
-            plan.apply_stock(&order, &held.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), &mut ledger)?;
-        }
-        write_plans(&mut tx, &[(&order, &plan)], &ledger).await?;
+        settle_and_write(&mut tx, &[(&order, &plan)]).await?;
         self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
         plan.reply
     }
@@ -219,19 +213,37 @@ impl PgStore {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let ids: Vec<OrderId> = orders.iter().map(|(order, _)| order.id).collect();
-        let (held, levels) = lock_held_stock(&mut tx, &ids).await?;
-        let mut ledger = Ledger::new(levels);
-        for (order, plan) in &orders {
-            let of_order: Vec<Reservation> = held.iter().filter(|(id, _)| *id == order.id).map(|(_, r)| *r).collect();
-            plan.apply_stock(order, &of_order, &mut ledger)?;
-        }
         let batch: Vec<(&OrderState, &Plan)> = orders.iter().map(|(order, plan)| (order, plan)).collect();
-        write_plans(&mut tx, &batch, &ledger).await?;
+        settle_and_write(&mut tx, &batch).await?;
         let skus = orders.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku));
         self.after_commit.commit(tx, skus).await?;
-        Ok(ids)
+        Ok(orders.iter().map(|(order, _)| order.id).collect())
     }
+}
+
+/// Settles and writes the plans [`decide`] made for orders this transaction has locked: locks, in one statement
+/// and in the global order, the stock rows held by the orders whose plans settle their reservations, applies every
+/// plan over one [`Ledger`], and writes them all in one statement. A command alone, a batch of commands and the
+/// sweep all end with it. A change of lines is not for it (it locks other rows: [`write_change`]).
+async fn settle_and_write(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result<(), LomsError> {
+    if batch.iter().any(|(_, plan)| plan.new_lines.is_some()) {
+        return Err(LomsError::Internal("a change of lines was to be written as a plain plan".into()));
+    }
+    let settling: Vec<OrderId> =
+        batch.iter().filter(|(_, plan)| plan.settlement.is_some()).map(|(order, _)| order.id).collect();
+    let mut ledger = Ledger::default();
+    if !settling.is_empty() {
+        let (held, levels) = lock_held_stock(tx, &settling).await?;
+        ledger = Ledger::new(levels);
+        let mut by_order: HashMap<OrderId, Vec<Reservation>> = HashMap::new();
+        for (order_id, reservation) in held {
+            by_order.entry(order_id).or_default().push(reservation);
+        }
+        for (order, plan) in batch {
+            plan.apply_stock(order, by_order.get(&order.id).map_or(&[], Vec::as_slice), &mut ledger)?;
+        }
+    }
+    write_plans(tx, batch, &ledger).await
 }
 
 /// A due order as the sweep's claiming query reads it: id, user, status, item skus and counts.
@@ -259,25 +271,36 @@ fn order_state(
 
 /// Locks an existing order's row (the first lock of every transaction on it) and reads it with its items.
 async fn lock_order(tx: &mut Tx, id: OrderId) -> Result<OrderState, LomsError> {
-    let row = sqlx::query(
-        "select o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue, o.refund_state,
+    lock_orders(tx, &[id]).await?.pop().ok_or(LomsError::OrderNotFound(id))
+}
+
+/// Locks the rows of the existing orders among `ids` in one statement, in id order (so two transactions locking
+/// several orders, or one and a single order's, take them in the same order and cannot deadlock), and reads them
+/// with their items, in id order; unknown ids are left out.
+async fn lock_orders(tx: &mut Tx, ids: &[OrderId]) -> Result<Vec<OrderState>, LomsError> {
+    let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+    let rows = sqlx::query(
+        "select o.id, o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue, o.refund_state,
                 array(select sku from order_items i where i.order_id = o.id order by sku) as skus,
                 array(select count from order_items i where i.order_id = o.id order by sku) as counts
-         from orders o where o.id = $1 for update",
+         from orders o where o.id = any($1) order by o.id for update",
     )
-    .bind(id.get())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(LomsError::OrderNotFound(id))?;
-    order_state(
-        id.get(),
-        row.get("user_id"),
-        row.get("status"),
-        row.get("overdue"),
-        row.get("refund_state"),
-        row.get("skus"),
-        row.get("counts"),
-    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            order_state(
+                row.get("id"),
+                row.get("user_id"),
+                row.get("status"),
+                row.get("overdue"),
+                row.get("refund_state"),
+                row.get("skus"),
+                row.get("counts"),
+            )
+        })
+        .collect()
 }
 
 /// Takes the id of a new order from its sequence and locks the stock rows of `skus` in the global lock order,

@@ -89,40 +89,12 @@ impl SqliteStore {
     /// Runs one command on one order: decide on the order as stored, settle its stock, write.
     async fn try_command(&self, id: OrderId, command: &Command) -> Result<(), LomsError> {
         let mut tx = self.write().await?;
-        let now = Utc::now();
-        let order = load_orders(&mut tx, &[id], now).await?.pop().ok_or(LomsError::OrderNotFound(id))?;
-        let Some(plan) = decide(&order, command)? else {
+        // A refusal drops `tx`, rolling back (nothing was written).
+        let Some(written) = command_in(&mut tx, id, command).await? else {
             return Ok(());
         };
-        if let Some(new_lines) = &plan.new_lines {
-            let both = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
-            let mut ledger = Ledger::new(stock_of_skus(&mut tx, both.iter().copied()).await?);
-            let held: Vec<(i64, i64, i64)> =
-                sqlx::query_as("select sku, warehouse_id, count from reservations where order_id = ?1")
-                    .bind(id.get())
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let held = held
-                .into_iter()
-                .map(|(sku, warehouse, count)| stored_reservation(sku, warehouse, count))
-                .collect::<Result<Vec<_>, _>>()?;
-            let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
-            for table in ["order_items", "reservations"] {
-                sqlx::query(&format!("delete from {table} where order_id = ?1"))
-                    .bind(id.get())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            write_items(&mut tx, id, new_lines).await?;
-            write_reservations(&mut tx, id, &reservations).await?;
-            write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
-            self.after_commit.commit(tx, both).await?;
-            return plan.reply;
-        }
-        let ledger = settle(&mut tx, &[(&order, &plan)]).await?;
-        write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
-        self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
-        plan.reply
+        self.after_commit.commit(tx, written.skus).await?;
+        written.reply
     }
 
     async fn try_cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
@@ -250,6 +222,49 @@ async fn create_in(tx: &mut Tx, request: &CreateOrder) -> Result<Result<CreateOu
         .await?;
     record(tx, EventRows::of_requests([(order_id, request, placement.steps.as_slice())], now)).await?;
     Ok(placement.reply)
+}
+
+/// What a command wrote inside a write transaction.
+struct Written {
+    /// The caller's answer once the transaction commits (a late payment is written, then refused).
+    reply: Result<(), LomsError>,
+    /// The skus whose stock it changed.
+    skus: Vec<Sku>,
+}
+
+/// A command on one order inside the write transaction `tx`: decide on the order as stored, settle its stock,
+/// write. `Ok(None)`: nothing to change. `Err`: refused (an unknown order, a forbidden step, a short change) or
+/// failed; what it may have written must not be committed.
+async fn command_in(tx: &mut Tx, id: OrderId, command: &Command) -> Result<Option<Written>, LomsError> {
+    let now = Utc::now();
+    let order = load_orders(tx, &[id], now).await?.pop().ok_or(LomsError::OrderNotFound(id))?;
+    let Some(plan) = decide(&order, command)? else {
+        return Ok(None);
+    };
+    if let Some(new_lines) = &plan.new_lines {
+        let both = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
+        let mut ledger = Ledger::new(stock_of_skus(tx, both.iter().copied()).await?);
+        let held: Vec<(i64, i64, i64)> =
+            sqlx::query_as("select sku, warehouse_id, count from reservations where order_id = ?1")
+                .bind(id.get())
+                .fetch_all(&mut **tx)
+                .await?;
+        let held = held
+            .into_iter()
+            .map(|(sku, warehouse, count)| stored_reservation(sku, warehouse, count))
+            .collect::<Result<Vec<_>, _>>()?;
+        let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
+        for table in ["order_items", "reservations"] {
+            sqlx::query(&format!("delete from {table} where order_id = ?1")).bind(id.get()).execute(&mut **tx).await?;
+        }
+        write_items(tx, id, new_lines).await?;
+        write_reservations(tx, id, &reservations).await?;
+        write_plans(tx, &[(&order, &plan)], &ledger, now).await?;
+        return Ok(Some(Written { reply: plan.reply, skus: both }));
+    }
+    let ledger = settle(tx, &[(&order, &plan)]).await?;
+    write_plans(tx, &[(&order, &plan)], &ledger, now).await?;
+    Ok(Some(Written { reply: plan.reply, skus: order.lines.iter().map(|(sku, _)| sku).collect() }))
 }
 
 /// The first call's result for a repeated (user, key), or `None` when the key is new.
