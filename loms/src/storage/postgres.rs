@@ -9,7 +9,8 @@
 //! on_hand`) are the last line of defence behind it.
 //!
 //! Round trips (counted in docs/benchmarks.md): CreateOrder is 4 (BEGIN, lock, one statement that writes everything,
-//! COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step).
+//! COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step). Batched (group commit), those
+//! counts are per batch of calls, not per call: `batch` (CreateOrder) and `command_batch` (OrderPayed, CancelOrder).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -70,8 +71,9 @@ macro_rules! stock_cte {
     };
 }
 
-// After the macros above, which it uses.
+// After the macros above, which they use.
 mod batch;
+mod command_batch;
 
 /// LOMS storage on a PostgreSQL pool.
 #[derive(Debug, Clone)]

@@ -38,6 +38,7 @@ type Tx = Transaction<'static, Sqlite>;
 const SWEEP_CHUNK: u32 = 50;
 
 mod batch;
+mod command_batch;
 
 /// LOMS storage on an SQLite file (or in memory).
 #[derive(Debug, Clone)]

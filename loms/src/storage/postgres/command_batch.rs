@@ -1,0 +1,85 @@
+//! Group commit of OrderPayed and CancelOrder on PostgreSQL: one transaction for a batch of commands on distinct
+//! orders (docs/architecture.md, "Group commit"; [`crate::storage::batch::rounds`] keeps the orders distinct). It
+//! locks every order of the batch in one statement in id order, runs [`decide`] for each call, and settles and
+//! writes every plan as the sweep does ([`settle_and_write`]: the held stock of all of them locked in one
+//! statement, one [`crate::domain::Ledger`], one write), then commits once. Locks are taken in the global order —
+//! orders by id, then stock rows by `(sku, warehouse_id)` — as by every other transaction, so a batch cannot
+//! deadlock with another batch, a single call or the sweep.
+//!
+//! One call cannot fail its neighbours: an unknown order, a refused step and a step already done are that call's
+//! answer, decided before anything is written. A deadlock or serialization failure runs the batch again; any other
+//! failure before COMMIT runs its calls one by one on the per-call path; a failed COMMIT answers every call
+//! UNAVAILABLE.
+
+use std::collections::HashMap;
+
+use super::{PgStore, lock_orders, settle_and_write};
+use crate::{
+    domain::{LomsError, OrderId, OrderState, Plan, Sku, decide},
+    storage::batch::{BatchKind, CommandAnswer, CommandBatch, CommandCall, commit_failed},
+};
+
+/// How one call of a batch is answered.
+enum Outcome {
+    /// Decided without a write: an unknown order, a refusal, or a step already done.
+    Now(CommandAnswer),
+    /// By the plan at this position of the batch's plans, once they are committed.
+    Planned(usize),
+}
+
+#[async_trait::async_trait]
+impl CommandBatch for PgStore {
+    async fn try_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError> {
+        Self::with_retry(|| self.attempt_command_batch(calls)).await
+    }
+}
+
+impl PgStore {
+    /// One attempt at the batch. `Err` only when nothing was committed; a failed COMMIT (whose outcome is unknown)
+    /// answers every call with the failure instead, so no call is run twice.
+    async fn attempt_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError> {
+        let ids: Vec<OrderId> = calls.iter().map(|call| call.order).collect();
+        let mut tx = self.pool.begin().await?;
+        let mut locked: HashMap<OrderId, OrderState> =
+            lock_orders(&mut tx, &ids).await?.into_iter().map(|order| (order.id, order)).collect();
+        let mut planned: Vec<(OrderState, Plan)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(calls.len());
+        for call in calls {
+            // Taking the order out of `locked` leaves a second call on it unable to find it: that would be a
+            // wrong NOT_FOUND, so such a batch is refused whole (and its calls run one by one).
+            let Some(order) = locked.remove(&call.order) else {
+                if ids.iter().filter(|id| **id == call.order).count() > 1 {
+                    return Err(LomsError::Internal("an order twice in one command batch".into()));
+                }
+                outcomes.push(Outcome::Now(Err(LomsError::OrderNotFound(call.order))));
+                continue;
+            };
+            outcomes.push(match decide(&order, &call.command) {
+                Ok(Some(plan)) => {
+                    planned.push((order, plan));
+                    Outcome::Planned(planned.len() - 1)
+                }
+                Ok(None) => Outcome::Now(Ok(())),
+                Err(refusal) => Outcome::Now(Err(refusal)),
+            });
+        }
+        if planned.is_empty() {
+            tx.rollback().await?;
+        } else {
+            let batch: Vec<(&OrderState, &Plan)> = planned.iter().map(|(order, plan)| (order, plan)).collect();
+            settle_and_write(&mut tx, &batch).await?;
+            let skus: Vec<Sku> = planned.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku)).collect();
+            if let Err(error) = self.after_commit.commit(tx, skus).await {
+                return Ok(commit_failed(BatchKind::Command, calls.len(), &error));
+            }
+        }
+        let mut replies: Vec<Option<CommandAnswer>> = planned.into_iter().map(|(_, plan)| Some(plan.reply)).collect();
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Outcome::Now(answer) => answer,
+                Outcome::Planned(position) => replies[position].take().expect("each plan answers one call"),
+            })
+            .collect())
+    }
+}
