@@ -193,6 +193,16 @@ pub(super) type CreateAnswer = Result<CreateOutcome, LomsError>;
 pub(super) struct CommandCall {
     pub(super) order: OrderId,
     pub(super) command: Command,
+    /// The W3C trace context of the request, for its events: the committer's task, which writes them, is not in
+    /// the request's span.
+    pub(super) traceparent: Option<String>,
+}
+
+impl CommandCall {
+    /// `command` on `order`, in the trace of the current span (the caller's task, before it queues the call).
+    fn new(order: OrderId, command: Command) -> Self {
+        Self { order, command, traceparent: minizon_common::telemetry::current_traceparent() }
+    }
 }
 
 /// One command call's answer.
@@ -225,6 +235,9 @@ pub(super) trait CommandBatch: OrderStore {
     /// a refused step or a repeated one is that call's answer alone. `Err` only when nothing was committed.
     async fn try_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError>;
 
+    /// One call on the per-call path (its own transaction), its events in the call's trace.
+    async fn command_alone(&self, call: &CommandCall) -> CommandAnswer;
+
     /// The batch, [`rounds`] one after another, each in one transaction or, when that fails before its commit,
     /// its calls one by one on the per-call path, so a call that cannot be written fails alone.
     async fn command_batch(&self, calls: Vec<CommandCall>) -> Vec<CommandAnswer> {
@@ -236,8 +249,8 @@ pub(super) trait CommandBatch: OrderStore {
                 Err(error) => {
                     tracing::warn!(%error, calls = round_calls.len(), "a command batch failed; running its calls one by one");
                     let mut answers = Vec::with_capacity(round_calls.len());
-                    for call in round_calls {
-                        answers.push(self.run(call.order, call.command).await);
+                    for call in &round_calls {
+                        answers.push(self.command_alone(call).await);
                     }
                     answers
                 }
@@ -304,14 +317,14 @@ impl OrderStore for BatchedOrders {
 
     async fn pay(&self, id: OrderId) -> Result<(), LomsError> {
         match &self.commands {
-            Some(batcher) => batcher.call(CommandCall { order: id, command: Command::Pay }).await,
+            Some(batcher) => batcher.call(CommandCall::new(id, Command::Pay)).await,
             None => self.store.pay(id).await,
         }
     }
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
         match &self.commands {
-            Some(batcher) => batcher.call(CommandCall { order: id, command: Command::Cancel }).await,
+            Some(batcher) => batcher.call(CommandCall::new(id, Command::Cancel)).await,
             None => self.store.cancel(id).await,
         }
     }
@@ -319,7 +332,7 @@ impl OrderStore for BatchedOrders {
     async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
         match (&self.commands, command) {
             (Some(batcher), command @ (Command::Pay | Command::Cancel)) => {
-                batcher.call(CommandCall { order: id, command }).await
+                batcher.call(CommandCall::new(id, command)).await
             }
             (_, command) => self.store.run(id, command).await,
         }
@@ -416,7 +429,7 @@ mod tests {
     }
 
     fn command(order: i64, command: Command) -> CommandCall {
-        CommandCall { order: OrderId::try_from(order).unwrap(), command }
+        CommandCall { order: OrderId::try_from(order).unwrap(), command, traceparent: None }
     }
 
     #[test]
@@ -479,6 +492,10 @@ mod tests {
             }
             Ok(calls.iter().map(|call| self.apply(call)).collect())
         }
+
+        async fn command_alone(&self, call: &CommandCall) -> CommandAnswer {
+            self.apply(call)
+        }
     }
 
     #[async_trait]
@@ -499,7 +516,7 @@ mod tests {
             self.run(id, Command::Cancel).await
         }
         async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
-            self.apply(&CommandCall { order: id, command })
+            self.apply(&CommandCall { order: id, command, traceparent: None })
         }
         async fn cancel_overdue(&self, _: u32) -> Result<Vec<OrderId>, LomsError> {
             unreachable!("not a command")

@@ -27,12 +27,12 @@ use super::{
         corrupt, stored_level, stored_lines, stored_order_id, stored_reservation, stored_status, stored_transition,
         stored_user,
     },
-    records::EventRows,
+    records::{EventRows, Traced},
     stock_cache::StockCache,
 };
 use crate::domain::{
     Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderLines, OrderState,
-    OrderStore, Placement, Plan, RecordedTransition, RefundState, Reservation, Sku, StockDelta, StockLevel, StockStore,
+    OrderStore, Placement, RecordedTransition, RefundState, Reservation, Sku, StockDelta, StockLevel, StockStore,
     UserId, WarehouseId, decide, place,
 };
 
@@ -161,8 +161,9 @@ impl PgStore {
         )
     }
 
-    /// Runs one command on one order: lock it, decide, lock the stock the decision touches, write.
-    async fn try_command(&self, id: OrderId, command: &Command) -> Result<(), LomsError> {
+    /// Runs one command on one order: lock it, decide, lock the stock the decision touches, write (its events in
+    /// the trace `traceparent` names).
+    async fn try_command(&self, id: OrderId, command: &Command, traceparent: Option<&str>) -> Result<(), LomsError> {
         let mut tx = self.pool.begin().await?;
         let order = lock_order(&mut tx, id).await?;
         let Some(plan) = decide(&order, command)? else {
@@ -174,12 +175,12 @@ impl PgStore {
             let (held, levels) = lock_stock_of_skus(&mut tx, id, &skus).await?;
             let mut ledger = Ledger::new(levels);
             let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
-            write_change(&mut tx, &order, &plan, &ledger, new_lines, &reservations).await?;
+            write_change(&mut tx, (&order, &plan, traceparent), &ledger, new_lines, &reservations).await?;
             let skus = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
             self.after_commit.commit(tx, skus).await?;
             return plan.reply;
         }
-        settle_and_write(&mut tx, &[(&order, &plan)]).await?;
+        settle_and_write(&mut tx, &[(&order, &plan, traceparent)]).await?;
         self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
         plan.reply
     }
@@ -215,7 +216,8 @@ impl PgStore {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let batch: Vec<(&OrderState, &Plan)> = orders.iter().map(|(order, plan)| (order, plan)).collect();
+        let traceparent = minizon_common::telemetry::current_traceparent();
+        let batch: Vec<Traced<'_>> = orders.iter().map(|(order, plan)| (order, plan, traceparent.as_deref())).collect();
         settle_and_write(&mut tx, &batch).await?;
         let skus = orders.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku));
         self.after_commit.commit(tx, skus).await?;
@@ -227,12 +229,12 @@ impl PgStore {
 /// and in the global order, the stock rows held by the orders whose plans settle their reservations, applies every
 /// plan over one [`Ledger`], and writes them all in one statement. A command alone, a batch of commands and the
 /// sweep all end with it. A change of lines is not for it (it locks other rows: [`write_change`]).
-async fn settle_and_write(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result<(), LomsError> {
-    if batch.iter().any(|(_, plan)| plan.new_lines.is_some()) {
+async fn settle_and_write(tx: &mut Tx, batch: &[Traced<'_>]) -> Result<(), LomsError> {
+    if batch.iter().any(|(_, plan, _)| plan.new_lines.is_some()) {
         return Err(LomsError::Internal("a change of lines was to be written as a plain plan".into()));
     }
     let settling: Vec<OrderId> =
-        batch.iter().filter(|(_, plan)| plan.settlement.is_some()).map(|(order, _)| order.id).collect();
+        batch.iter().filter(|(_, plan, _)| plan.settlement.is_some()).map(|(order, ..)| order.id).collect();
     let mut ledger = Ledger::default();
     if !settling.is_empty() {
         let (held, levels) = lock_held_stock(tx, &settling).await?;
@@ -241,7 +243,7 @@ async fn settle_and_write(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result
         for (order_id, reservation) in held {
             by_order.entry(order_id).or_default().push(reservation);
         }
-        for (order, plan) in batch {
+        for (order, plan, _) in batch {
             plan.apply_stock(order, by_order.get(&order.id).map_or(&[], Vec::as_slice), &mut ledger)?;
         }
     }
@@ -396,13 +398,14 @@ async fn lock_stock_of_skus(
 /// rows to upsert are disjoint, so no row is touched twice), the ledger's deltas, the history row and the event.
 async fn write_change(
     tx: &mut Tx,
-    order: &OrderState,
-    plan: &Plan,
+    decided: Traced<'_>,
     ledger: &Ledger,
     lines: &OrderLines,
     reservations: &[Reservation],
 ) -> Result<(), LomsError> {
-    let events = EventRows::of([(order.id, order.user, lines, plan.steps.as_slice())], Utc::now());
+    let order = decided.0;
+    // The plan's lines are the new ones: its events carry them.
+    let events = EventRows::of_plans(&[decided], Utc::now());
     let query = sqlx::query(concat!(
         "with ",
         record_ctes!(),
@@ -493,14 +496,11 @@ async fn write_new_order(
 
 /// Writes the plans of locked orders in one statement: the ledger's stock deltas (on rows locked by
 /// [`lock_held_stock`]), each order's new status (a deadline only while awaiting payment), history and events.
-async fn write_plans(tx: &mut Tx, batch: &[(&OrderState, &Plan)], ledger: &Ledger) -> Result<(), LomsError> {
-    let events = EventRows::of(
-        batch.iter().map(|(order, plan)| (order.id, order.user, plan.lines(order), plan.steps.as_slice())),
-        Utc::now(),
-    );
-    let ids: Vec<i64> = batch.iter().map(|(order, _)| order.id.get()).collect();
-    let statuses: Vec<i16> = batch.iter().map(|(_, plan)| plan.status.code()).collect();
-    let refunds: Vec<i16> = batch.iter().map(|(_, plan)| plan.refund.code()).collect();
+async fn write_plans(tx: &mut Tx, batch: &[Traced<'_>], ledger: &Ledger) -> Result<(), LomsError> {
+    let events = EventRows::of_plans(batch, Utc::now());
+    let ids: Vec<i64> = batch.iter().map(|(order, ..)| order.id.get()).collect();
+    let statuses: Vec<i16> = batch.iter().map(|(_, plan, _)| plan.status.code()).collect();
+    let refunds: Vec<i16> = batch.iter().map(|(_, plan, _)| plan.refund.code()).collect();
     let query = sqlx::query(concat!(
         "with ",
         record_ctes!(),
@@ -596,15 +596,16 @@ impl OrderStore for PgStore {
     }
 
     async fn pay(&self, id: OrderId) -> Result<(), LomsError> {
-        Self::with_retry(|| self.try_command(id, &Command::Pay)).await
+        self.run(id, Command::Pay).await
     }
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
-        Self::with_retry(|| self.try_command(id, &Command::Cancel)).await
+        self.run(id, Command::Cancel).await
     }
 
     async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
-        Self::with_retry(|| self.try_command(id, &command)).await
+        let traceparent = minizon_common::telemetry::current_traceparent();
+        Self::with_retry(|| self.try_command(id, &command, traceparent.as_deref())).await
     }
 
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {

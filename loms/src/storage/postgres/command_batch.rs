@@ -16,7 +16,10 @@ use std::collections::HashMap;
 use super::{PgStore, lock_orders, settle_and_write};
 use crate::{
     domain::{LomsError, OrderId, OrderState, Plan, Sku, decide},
-    storage::batch::{BatchKind, CommandAnswer, CommandBatch, CommandCall, commit_failed},
+    storage::{
+        batch::{BatchKind, CommandAnswer, CommandBatch, CommandCall, commit_failed},
+        records::Traced,
+    },
 };
 
 /// How one call of a batch is answered.
@@ -32,6 +35,10 @@ impl CommandBatch for PgStore {
     async fn try_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError> {
         Self::with_retry(|| self.attempt_command_batch(calls)).await
     }
+
+    async fn command_alone(&self, call: &CommandCall) -> CommandAnswer {
+        Self::with_retry(|| self.try_command(call.order, &call.command, call.traceparent.as_deref())).await
+    }
 }
 
 impl PgStore {
@@ -42,7 +49,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let mut locked: HashMap<OrderId, OrderState> =
             lock_orders(&mut tx, &ids).await?.into_iter().map(|order| (order.id, order)).collect();
-        let mut planned: Vec<(OrderState, Plan)> = Vec::new();
+        // Each plan with the trace of the call it answers, for its events.
+        let mut planned: Vec<(OrderState, Plan, Option<&str>)> = Vec::new();
         let mut outcomes = Vec::with_capacity(calls.len());
         for call in calls {
             // Taking the order out of `locked` leaves a second call on it unable to find it: that would be a
@@ -56,7 +64,7 @@ impl PgStore {
             };
             outcomes.push(match decide(&order, &call.command) {
                 Ok(Some(plan)) => {
-                    planned.push((order, plan));
+                    planned.push((order, plan, call.traceparent.as_deref()));
                     Outcome::Planned(planned.len() - 1)
                 }
                 Ok(None) => Outcome::Now(Ok(())),
@@ -66,14 +74,16 @@ impl PgStore {
         if planned.is_empty() {
             tx.rollback().await?;
         } else {
-            let batch: Vec<(&OrderState, &Plan)> = planned.iter().map(|(order, plan)| (order, plan)).collect();
+            let batch: Vec<Traced<'_>> = planned.iter().map(|(order, plan, trace)| (order, plan, *trace)).collect();
             settle_and_write(&mut tx, &batch).await?;
-            let skus: Vec<Sku> = planned.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku)).collect();
+            let skus: Vec<Sku> =
+                planned.iter().flat_map(|(order, ..)| order.lines.iter().map(|(sku, _)| sku)).collect();
             if let Err(error) = self.after_commit.commit(tx, skus).await {
                 return Ok(commit_failed(BatchKind::Command, calls.len(), &error));
             }
         }
-        let mut replies: Vec<Option<CommandAnswer>> = planned.into_iter().map(|(_, plan)| Some(plan.reply)).collect();
+        let mut replies: Vec<Option<CommandAnswer>> =
+            planned.into_iter().map(|(_, plan, _)| Some(plan.reply)).collect();
         Ok(outcomes
             .into_iter()
             .map(|outcome| match outcome {

@@ -19,7 +19,7 @@ impl CommandBatch for SqliteStore {
         let mut wrote = false;
         for call in calls {
             sqlx::query("savepoint command").execute(&mut *tx).await?;
-            match command_in(&mut tx, call.order, &call.command).await {
+            match command_in(&mut tx, call.order, &call.command, call.traceparent.as_deref()).await {
                 Ok(Some(written)) => {
                     wrote = true;
                     skus.extend(written.skus);
@@ -42,5 +42,9 @@ impl CommandBatch for SqliteStore {
             return Ok(commit_failed(BatchKind::Command, calls.len(), &error));
         }
         Ok(answers)
+    }
+
+    async fn command_alone(&self, call: &CommandCall) -> CommandAnswer {
+        self.try_command(call.order, &call.command, call.traceparent.as_deref()).await
     }
 }
