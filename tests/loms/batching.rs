@@ -249,11 +249,21 @@ impl Case {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_of_payments_and_cancellations_answers_each_call_as_if_alone() {
+    payments_and_cancellations(32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_batching_off_payments_and_cancellations_answer_the_same() {
+    payments_and_cancellations(1).await;
+}
+
+/// Many concurrent OrderPayed and CancelOrder calls, batched up to `max_batch`, counted.
+async fn payments_and_cancellations(max_batch: u16) {
     // Arrange: a short wait lets batches gather many calls, so they mix in one transaction. Each order takes 3
     // units of a sku stocked in two warehouses (split across both for some orders), 6 orders per case.
     let loms = Arc::new(
         TestLoms::start_with(TestDb::new().await, |config| {
-            config.write_batch.max_batch = 32;
+            config.write_batch.max_batch = max_batch;
             config.write_batch.max_wait = Duration::from_millis(10);
         })
         .await,
@@ -345,7 +355,8 @@ async fn a_batch_of_payments_and_cancellations_answers_each_call_as_if_alone() {
     assert_eq!(db.scalar("select count(*) from order_status_history").await, 3 * order_count);
     assert_eq!(db.scalar("select count(*) from outbox").await, 3 * order_count);
 
-    // The calls really shared transactions (on PostgreSQL a batch's rows share the writing transaction's id).
+    // The calls really shared transactions when batched, and did not when not (on PostgreSQL a transaction's rows
+    // share its id).
     if db.is_postgres() {
         let largest = db
             .scalar(
@@ -353,7 +364,11 @@ async fn a_batch_of_payments_and_cancellations_answers_each_call_as_if_alone() {
                  where to_status in (3, 4) group by xmin::text) as t",
             )
             .await;
-        assert!(largest > 1, "some transaction paid or cancelled several orders");
+        if max_batch > 1 {
+            assert!(largest > 1, "some transaction paid or cancelled several orders");
+        } else {
+            assert_eq!(largest, 1, "with batching off every call has its own transaction");
+        }
     }
 }
 

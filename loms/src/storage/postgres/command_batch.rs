@@ -11,7 +11,7 @@
 //! failure before COMMIT runs its calls one by one on the per-call path; a failed COMMIT answers every call
 //! UNAVAILABLE.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{PgStore, lock_orders, settle_and_write};
 use crate::{
@@ -46,6 +46,11 @@ impl PgStore {
     /// answers every call with the failure instead, so no call is run twice.
     async fn attempt_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError> {
         let ids: Vec<OrderId> = calls.iter().map(|call| call.order).collect();
+        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+            // Each order is locked, decided and written once: a second call on it would be answered wrongly.
+            // `rounds` keeps this from happening; should it, the calls run one by one.
+            return Err(LomsError::Internal("an order twice in one command batch".into()));
+        }
         let mut tx = self.pool.begin().await?;
         let mut locked: HashMap<OrderId, OrderState> =
             lock_orders(&mut tx, &ids).await?.into_iter().map(|order| (order.id, order)).collect();
@@ -53,12 +58,7 @@ impl PgStore {
         let mut planned: Vec<(OrderState, Plan, Option<&str>)> = Vec::new();
         let mut outcomes = Vec::with_capacity(calls.len());
         for call in calls {
-            // Taking the order out of `locked` leaves a second call on it unable to find it: that would be a
-            // wrong NOT_FOUND, so such a batch is refused whole (and its calls run one by one).
             let Some(order) = locked.remove(&call.order) else {
-                if ids.iter().filter(|id| **id == call.order).count() > 1 {
-                    return Err(LomsError::Internal("an order twice in one command batch".into()));
-                }
                 outcomes.push(Outcome::Now(Err(LomsError::OrderNotFound(call.order))));
                 continue;
             };
