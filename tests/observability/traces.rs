@@ -1,5 +1,6 @@
 //! One purchase with a known `traceparent`, followed through Checkout, LOMS, the outbox relay, Kafka and
-//! Notifications by the spans an OTLP receiver in this process collects.
+//! Notifications by the spans an OTLP receiver in this process collects; then its payment, whose event a batch's
+//! committer writes, in the same trace.
 
 use std::{
     net::SocketAddr,
@@ -121,7 +122,7 @@ async fn one_purchase_is_one_trace_from_checkout_through_kafka_to_notifications(
     let mut purchase = tonic::Request::new(PurchaseRequest { user: 1 });
     let traceparent = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
     purchase.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
-    client.purchase(purchase).await.expect("the purchase");
+    let order_id = client.purchase(purchase).await.expect("the purchase").into_inner().order_id;
 
     // Checkout → LOMS → relay → Kafka → Notifications → its sinks, all in the caller's trace.
     let spans = poll::until("the purchase's spans in every service", LIMIT, || {
@@ -161,5 +162,18 @@ async fn one_purchase_is_one_trace_from_checkout_through_kafka_to_notifications(
         spans.iter().any(|span| span.kind == SpanKind::Consumer as i32 && descends_from(&spans, sink, span)),
         "the sink call is inside Notifications' handling"
     );
+
+    // The payment's event is written by the command batch's committer, in another task than the request's: it
+    // still carries the request's trace (as do the order's two events from its creation).
+    let mut payment = tonic::Request::new(minizon_proto::loms::OrderPayedRequest { order_id });
+    payment.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+    loms.client().await.order_payed(payment).await.expect("the payment");
+    let in_trace = loms
+        .db
+        .scalar(&format!(
+            "select count(*) from outbox where order_id = {order_id} and traceparent like '00-{TRACE_ID}-%'"
+        ))
+        .await;
+    assert_eq!(in_trace, 3, "created, awaiting payment and payed: every event of the order is in the caller's trace");
     telemetry.shutdown();
 }

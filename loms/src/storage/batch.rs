@@ -1,8 +1,8 @@
-//! Group commit: write calls queue up for one committer task per store, which takes everything queued (up to
-//! `max_batch`) and commits it in one transaction, so many calls share one WAL flush (docs/architecture.md, "Group
-//! commit"). There is no fixed delay: a lone call is committed at once, and a batch is made of the calls that
-//! queued up behind the commit in flight (optionally waiting up to `max_wait` for more). A call is answered only
-//! after its batch committed.
+//! Group commit: write calls queue up for a committer task per store and kind of call (CreateOrder; OrderPayed and
+//! CancelOrder), which takes everything queued (up to `max_batch`) and commits it in one transaction, so many calls
+//! share one WAL flush (docs/architecture.md, "Group commit"). There is no fixed delay: a lone call is committed at
+//! once, and a batch is made of the calls that queued up behind the commit in flight (optionally waiting up to
+//! `max_wait` for more). A call is answered only after its batch committed.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,8 +17,8 @@ use crate::domain::{
 /// How write calls are gathered into batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct BatchConfig {
-    /// Most CreateOrder calls one transaction commits together. 1 turns batching off: every call runs its own
-    /// transaction, concurrently on the pool, as before group commit.
+    /// Most calls of one kind (CreateOrder; OrderPayed and CancelOrder) one transaction commits together. 1 turns
+    /// batching off: every call runs its own transaction, concurrently on the pool, as before group commit.
     #[arg(long = "write-batch-max", env = "LOMS_WRITE_BATCH_MAX", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_batch: u16,
@@ -36,6 +36,34 @@ impl Default for BatchConfig {
     }
 }
 
+/// The kinds of call committed in batches, each by its own committer (they lock different rows first: a new order
+/// only stock, a command its order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BatchKind {
+    /// CreateOrder.
+    Create,
+    /// OrderPayed and CancelOrder.
+    Command,
+}
+
+impl BatchKind {
+    /// The name logs give the kind.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Command => "command",
+        }
+    }
+
+    /// What a call of this kind writes, for its callers' messages.
+    fn writes(self) -> &'static str {
+        match self {
+            Self::Create => "the order",
+            Self::Command => "the order's change",
+        }
+    }
+}
+
 /// A queue of calls in front of one committer task. `Req` is a call, `Resp` its answer.
 #[derive(Debug)]
 pub(super) struct Batcher<Req, Resp> {
@@ -45,7 +73,7 @@ pub(super) struct Batcher<Req, Resp> {
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// Starts the committer: `commit` runs one batch and returns one answer per call, in the calls' order. The task
     /// ends when the batcher is dropped, after the batches already queued.
-    pub(super) fn spawn<F, Fut>(config: BatchConfig, mut commit: F) -> Self
+    pub(super) fn spawn<F, Fut>(config: BatchConfig, kind: BatchKind, mut commit: F) -> Self
     where
         F: FnMut(Vec<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Resp>> + Send,
@@ -57,7 +85,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = batch.into_iter().unzip();
                 let answers = commit(requests).await;
                 debug_assert_eq!(answers.len(), size, "a batch answers every call");
-                tracing::debug!(size, "write batch committed");
+                tracing::debug!(size, kind = kind.name(), "write batch committed");
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (its client cancelled) is not waiting: its call committed anyway.
                     let _ = reply.send(answer);
@@ -73,6 +101,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         // The committer only stops when the batcher is dropped; if it died, the dropped reply says so.
         let _ = self.queue.send((request, reply));
         answer
+    }
+}
+
+impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, Result<T, LomsError>> {
+    /// Queues `request` and waits for its answer.
+    pub(super) async fn call(&self, request: Req) -> Result<T, LomsError> {
+        self.enqueue(request).await.map_err(|_| LomsError::Internal("the write batch committer stopped".into()))?
     }
 }
 
@@ -141,36 +176,125 @@ pub(super) trait CreateBatch: OrderStore {
     }
 }
 
-/// The answers to a batch whose COMMIT failed: its outcome is unknown, so every call is told so, and none is run
-/// again (a call without an idempotency key could be stored twice).
-pub(super) fn commit_failed(calls: &[CreateOrder], error: &LomsError) -> Vec<CreateAnswer> {
-    tracing::error!(%error, calls = calls.len(), "the COMMIT of a CreateOrder batch failed");
-    let message = format!("the commit of the order failed: {error}");
-    calls.iter().map(|_| Err(LomsError::Unavailable(message.clone()))).collect()
+/// The answers to a batch of `calls` calls whose COMMIT failed: its outcome is unknown, so every call is told so,
+/// and none is run again (a call without an idempotency key could be stored twice; a payment could be answered
+/// as refused although it went through).
+pub(super) fn commit_failed<T>(kind: BatchKind, calls: usize, error: &LomsError) -> Vec<Result<T, LomsError>> {
+    tracing::error!(%error, calls, kind = kind.name(), "the COMMIT of a write batch failed");
+    let message = format!("the commit of {} failed: {error}", kind.writes());
+    (0..calls).map(|_| Err(LomsError::Unavailable(message.clone()))).collect()
 }
 
 /// One CreateOrder call's answer.
 pub(super) type CreateAnswer = Result<CreateOutcome, LomsError>;
 
-/// An [`OrderStore`] whose CreateOrder calls go through a [`Batcher`]; every other call goes straight to the store.
+/// One OrderPayed or CancelOrder call: the command and the order it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CommandCall {
+    pub(super) order: OrderId,
+    pub(super) command: Command,
+    /// The W3C trace context of the request, for its events: the committer's task, which writes them, is not in
+    /// the request's span.
+    pub(super) traceparent: Option<String>,
+}
+
+impl CommandCall {
+    /// `command` on `order`, in the trace of the current span (the caller's task, before it queues the call).
+    fn new(order: OrderId, command: Command) -> Self {
+        Self { order, command, traceparent: minizon_common::telemetry::current_traceparent() }
+    }
+}
+
+/// One command call's answer.
+pub(super) type CommandAnswer = Result<(), LomsError>;
+
+/// The rounds a batch of commands runs in, as indexes into `calls`: round k holds the k-th call on each order, in
+/// the batch's order. Calls on different orders commute (a command decides on its own order alone and settles only
+/// that order's reservations), so running the rounds one after another answers every call as running the batch's
+/// calls one by one would (a payment and a cancellation of one order racing into one batch: the first wins); and
+/// no round names an order twice, so a backend locks, decides and writes each order once per round.
+pub(super) fn rounds(calls: &[CommandCall]) -> Vec<Vec<usize>> {
+    let mut seen: std::collections::HashMap<OrderId, usize> = std::collections::HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (index, call) in calls.iter().enumerate() {
+        let round = seen.entry(call.order).or_insert(0);
+        if *round == rounds.len() {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(index);
+        *round += 1;
+    }
+    rounds
+}
+
+/// A backend that commits many commands on distinct orders in one transaction, answering each as if it had run
+/// alone.
+#[async_trait]
+pub(super) trait CommandBatch: OrderStore {
+    /// Commands on distinct orders in one transaction, one answer per call in the calls' order: an unknown order,
+    /// a refused step or a repeated one is that call's answer alone. `Err` only when nothing was committed.
+    async fn try_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError>;
+
+    /// One call on the per-call path (its own transaction), its events in the call's trace.
+    async fn command_alone(&self, call: &CommandCall) -> CommandAnswer;
+
+    /// The batch, [`rounds`] one after another, each in one transaction or, when that fails before its commit,
+    /// its calls one by one on the per-call path, so a call that cannot be written fails alone.
+    async fn command_batch(&self, calls: Vec<CommandCall>) -> Vec<CommandAnswer> {
+        let mut answers: Vec<Option<CommandAnswer>> = (0..calls.len()).map(|_| None).collect();
+        for round in rounds(&calls) {
+            let round_calls: Vec<CommandCall> = round.iter().map(|&index| calls[index].clone()).collect();
+            let round_answers = match self.try_command_batch(&round_calls).await {
+                Ok(answers) => answers,
+                Err(error) => {
+                    tracing::warn!(%error, calls = round_calls.len(), "a command batch failed; running its calls one by one");
+                    let mut answers = Vec::with_capacity(round_calls.len());
+                    for call in &round_calls {
+                        answers.push(self.command_alone(call).await);
+                    }
+                    answers
+                }
+            };
+            for (index, answer) in round.into_iter().zip(round_answers) {
+                answers[index] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(LomsError::Internal("a batch left a call unanswered".into()))))
+            .collect()
+    }
+}
+
+/// An [`OrderStore`] whose CreateOrder calls go through one [`Batcher`] and whose OrderPayed and CancelOrder calls
+/// go through another; every other call goes straight to the store (ship, deliver, refund, change and the return
+/// are rare next to a purchase, and the sweep batches itself).
 #[derive(Debug)]
 pub(super) struct BatchedOrders {
     store: Arc<dyn OrderStore>,
-    /// `None` when batching is off (`max_batch` 1).
+    /// `None` when batching is off (`max_batch` 1), as for `commands`.
     creates: Option<Batcher<CreateOrder, CreateAnswer>>,
+    commands: Option<Batcher<CommandCall, CommandAnswer>>,
 }
 
 impl BatchedOrders {
-    /// Batches the CreateOrder calls of `backend` (which is also `store`) as `config` says.
-    pub(super) fn new<B: CreateBatch + OrderStore>(backend: Arc<B>, config: BatchConfig) -> Self {
+    /// Batches the CreateOrder, OrderPayed and CancelOrder calls of `backend` (which is also `store`) as `config`
+    /// says.
+    pub(super) fn new<B: CreateBatch + CommandBatch>(backend: Arc<B>, config: BatchConfig) -> Self {
         let store: Arc<dyn OrderStore> = backend.clone();
-        let creates = (config.max_batch > 1).then(|| {
-            Batcher::spawn(config, move |calls| {
-                let backend = backend.clone();
-                async move { backend.create_batch(calls).await }
-            })
+        if config.max_batch <= 1 {
+            return Self { store, creates: None, commands: None };
+        }
+        let creator = backend.clone();
+        let creates = Batcher::spawn(config, BatchKind::Create, move |calls| {
+            let backend = creator.clone();
+            async move { backend.create_batch(calls).await }
         });
-        Self { store, creates }
+        let commands = Batcher::spawn(config, BatchKind::Command, move |calls| {
+            let backend = backend.clone();
+            async move { backend.command_batch(calls).await }
+        });
+        Self { store, creates: Some(creates), commands: Some(commands) }
     }
 }
 
@@ -178,10 +302,7 @@ impl BatchedOrders {
 impl OrderStore for BatchedOrders {
     async fn create_order(&self, order: CreateOrder) -> Result<CreateOutcome, LomsError> {
         match &self.creates {
-            Some(batcher) => batcher
-                .enqueue(order)
-                .await
-                .map_err(|_| LomsError::Internal("the write batch committer stopped".into()))?,
+            Some(batcher) => batcher.call(order).await,
             None => self.store.create_order(order).await,
         }
     }
@@ -195,15 +316,26 @@ impl OrderStore for BatchedOrders {
     }
 
     async fn pay(&self, id: OrderId) -> Result<(), LomsError> {
-        self.store.pay(id).await
+        match &self.commands {
+            Some(batcher) => batcher.call(CommandCall::new(id, Command::Pay)).await,
+            None => self.store.pay(id).await,
+        }
     }
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
-        self.store.cancel(id).await
+        match &self.commands {
+            Some(batcher) => batcher.call(CommandCall::new(id, Command::Cancel)).await,
+            None => self.store.cancel(id).await,
+        }
     }
 
     async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
-        self.store.run(id, command).await
+        match (&self.commands, command) {
+            (Some(batcher), command @ (Command::Pay | Command::Cancel)) => {
+                batcher.call(CommandCall::new(id, command)).await
+            }
+            (_, command) => self.store.run(id, command).await,
+        }
     }
 
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
@@ -232,7 +364,8 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let (seen, permits) = (sizes.clone(), gate.clone());
-        let batcher = Batcher::spawn(BatchConfig { max_batch, max_wait: Duration::ZERO }, move |calls: Vec<u32>| {
+        let config = BatchConfig { max_batch, max_wait: Duration::ZERO };
+        let batcher = Batcher::spawn(config, BatchKind::Create, move |calls: Vec<u32>| {
             let (seen, permits) = (seen.clone(), permits.clone());
             async move {
                 seen.lock().unwrap().push(calls.len());
@@ -293,5 +426,180 @@ mod tests {
     fn a_key_repeated_by_the_same_user_in_a_batch_points_at_its_first_use() {
         let calls = [call(1, Some("a")), call(2, Some("a")), call(1, None), call(1, Some("a")), call(2, Some("a"))];
         assert_eq!(first_with_same_key(&calls), vec![None, None, None, Some(0), Some(1)]);
+    }
+
+    fn command(order: i64, command: Command) -> CommandCall {
+        CommandCall { order: OrderId::try_from(order).unwrap(), command, traceparent: None }
+    }
+
+    #[test]
+    fn each_round_names_an_order_once_and_keeps_the_batch_order() {
+        use Command::{Cancel, Pay};
+        let calls = [command(1, Pay), command(2, Pay), command(1, Cancel), command(3, Cancel), command(1, Pay)];
+        assert_eq!(rounds(&calls), vec![vec![0, 1, 3], vec![2], vec![4]]);
+        assert_eq!(rounds(&[]), Vec::<Vec<usize>>::new());
+    }
+
+    /// A backend of orders in memory, deciding with [`crate::domain::decide`] as the real ones do; its batches can
+    /// be made to fail before their commit.
+    #[derive(Debug)]
+    struct Memory {
+        orders: Mutex<std::collections::HashMap<OrderId, crate::domain::OrderState>>,
+        batches: Mutex<Vec<Vec<CommandCall>>>,
+        batches_fail: bool,
+    }
+
+    impl Memory {
+        /// Orders 1–3 awaiting payment, 4 cancelled.
+        fn new(batches_fail: bool) -> Self {
+            use crate::domain::OrderStatus::{AwaitingPayment, Cancelled};
+            let orders = [(1, AwaitingPayment), (2, AwaitingPayment), (3, AwaitingPayment), (4, Cancelled)]
+                .into_iter()
+                .map(|(id, status)| {
+                    let order = crate::domain::OrderState {
+                        id: OrderId::try_from(id).unwrap(),
+                        user: UserId::try_from(1).unwrap(),
+                        status,
+                        lines: call(1, None).lines,
+                        overdue: false,
+                        refund: crate::domain::RefundState::None,
+                    };
+                    (order.id, order)
+                })
+                .collect();
+            Self { orders: Mutex::new(orders), batches: Mutex::default(), batches_fail }
+        }
+
+        fn apply(&self, call: &CommandCall) -> CommandAnswer {
+            let mut orders = self.orders.lock().unwrap();
+            let order = orders.get_mut(&call.order).ok_or(LomsError::OrderNotFound(call.order))?;
+            match crate::domain::decide(order, &call.command)? {
+                Some(plan) => {
+                    order.status = plan.status;
+                    plan.reply
+                }
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl CommandBatch for Memory {
+        async fn try_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError> {
+            self.batches.lock().unwrap().push(calls.to_vec());
+            if self.batches_fail {
+                return Err(LomsError::Internal("the batch failed".into()));
+            }
+            Ok(calls.iter().map(|call| self.apply(call)).collect())
+        }
+
+        async fn command_alone(&self, call: &CommandCall) -> CommandAnswer {
+            self.apply(call)
+        }
+    }
+
+    #[async_trait]
+    impl OrderStore for Memory {
+        async fn create_order(&self, _: CreateOrder) -> Result<CreateOutcome, LomsError> {
+            unreachable!("not a command")
+        }
+        async fn order(&self, _: OrderId) -> Result<Order, LomsError> {
+            unreachable!("not a command")
+        }
+        async fn history(&self, _: OrderId) -> Result<Vec<RecordedTransition>, LomsError> {
+            unreachable!("not a command")
+        }
+        async fn pay(&self, id: OrderId) -> Result<(), LomsError> {
+            self.run(id, Command::Pay).await
+        }
+        async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
+            self.run(id, Command::Cancel).await
+        }
+        async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
+            self.apply(&CommandCall { order: id, command, traceparent: None })
+        }
+        async fn cancel_overdue(&self, _: u32) -> Result<Vec<OrderId>, LomsError> {
+            unreachable!("not a command")
+        }
+        async fn available_stock(&self, _: Sku) -> Result<Vec<(WarehouseId, u64)>, LomsError> {
+            unreachable!("not a command")
+        }
+    }
+
+    /// A batch racing pay and cancel on order 1 (pay first), cancel and pay on 2 (cancel first), paying 3 twice,
+    /// paying the cancelled 4 and an unknown 9.
+    fn racing() -> Vec<CommandCall> {
+        use Command::{Cancel, Pay};
+        vec![
+            command(1, Pay),
+            command(2, Cancel),
+            command(1, Cancel),
+            command(9, Pay),
+            command(3, Pay),
+            command(2, Pay),
+            command(4, Pay),
+            command(3, Pay),
+            command(1, Pay),
+        ]
+    }
+
+    /// Each answer, as its variant's name (the errors are not comparable).
+    fn kinds(answers: &[CommandAnswer]) -> Vec<String> {
+        answers
+            .iter()
+            .map(|answer| match answer {
+                Ok(()) => "ok".into(),
+                Err(error) => format!("{error:?}").split(['(', ' ', '{']).next().unwrap().to_owned(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_command_batch_answers_as_its_calls_one_by_one_would() {
+        let one_by_one = Memory::new(false);
+        let mut expected = Vec::new();
+        for call in racing() {
+            expected.push(one_by_one.run(call.order, call.command).await);
+        }
+        let expected = kinds(&expected);
+        assert_eq!(
+            expected,
+            [
+                "ok",
+                "ok",
+                "IllegalTransition",
+                "OrderNotFound",
+                "ok",
+                "IllegalTransition",
+                "IllegalTransition",
+                "ok",
+                "ok"
+            ]
+        );
+
+        let batched = Memory::new(false);
+        assert_eq!(kinds(&batched.command_batch(racing()).await), expected);
+        let orders_of = |batch: &Vec<CommandCall>| batch.iter().map(|call| call.order.get()).collect::<Vec<_>>();
+        let batches: Vec<Vec<i64>> = batched.batches.lock().unwrap().iter().map(orders_of).collect();
+        assert_eq!(batches, vec![vec![1, 2, 9, 3, 4], vec![1, 2, 3], vec![1]], "no transaction sees an order twice");
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_batch_runs_its_calls_one_by_one() {
+        let failing = Memory::new(true);
+        let answers = kinds(&failing.command_batch(racing()).await);
+        let one_by_one = Memory::new(false);
+        let mut expected = Vec::new();
+        for call in racing() {
+            expected.push(one_by_one.run(call.order, call.command).await);
+        }
+        assert_eq!(answers, kinds(&expected));
+        assert_eq!(failing.batches.lock().unwrap().len(), 3, "each round was tried as a batch first");
+    }
+
+    #[test]
+    fn a_failed_commit_answers_every_call_unavailable() {
+        let answers: Vec<CommandAnswer> = commit_failed(BatchKind::Command, 3, &LomsError::Contention);
+        assert_eq!(kinds(&answers), ["Unavailable"; 3]);
     }
 }

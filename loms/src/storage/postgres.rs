@@ -9,9 +9,10 @@
 //! on_hand`) are the last line of defence behind it.
 //!
 //! Round trips (counted in docs/benchmarks.md): CreateOrder is 4 (BEGIN, lock, one statement that writes everything,
-//! COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step).
+//! COMMIT); OrderPayed, CancelOrder and a sweep batch are 5 (one more lock step). Batched (group commit), those
+//! counts are per batch of calls, not per call: `batch` (CreateOrder) and `command_batch` (OrderPayed, CancelOrder).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
@@ -26,12 +27,12 @@ use super::{
         corrupt, stored_level, stored_lines, stored_order_id, stored_reservation, stored_status, stored_transition,
         stored_user,
     },
-    records::EventRows,
+    records::{EventRows, Traced},
     stock_cache::StockCache,
 };
 use crate::domain::{
     Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderLines, OrderState,
-    OrderStore, Placement, Plan, RecordedTransition, RefundState, Reservation, Sku, StockDelta, StockLevel, StockStore,
+    OrderStore, Placement, RecordedTransition, RefundState, Reservation, Sku, StockDelta, StockLevel, StockStore,
     UserId, WarehouseId, decide, place,
 };
 
@@ -70,8 +71,9 @@ macro_rules! stock_cte {
     };
 }
 
-// After the macros above, which it uses.
+// After the macros above, which they use.
 mod batch;
+mod command_batch;
 
 /// LOMS storage on a PostgreSQL pool.
 #[derive(Debug, Clone)]
@@ -159,31 +161,26 @@ impl PgStore {
         )
     }
 
-    /// Runs one command on one order: lock it, decide, lock the stock the decision touches, write.
-    async fn try_command(&self, id: OrderId, command: &Command) -> Result<(), LomsError> {
+    /// Runs one command on one order: lock it, decide, lock the stock the decision touches, write (its events in
+    /// the trace `traceparent` names).
+    async fn try_command(&self, id: OrderId, command: &Command, traceparent: Option<&str>) -> Result<(), LomsError> {
         let mut tx = self.pool.begin().await?;
         let order = lock_order(&mut tx, id).await?;
         let Some(plan) = decide(&order, command)? else {
             return Ok(());
         };
-        let mut ledger = Ledger::default();
         if let Some(new_lines) = &plan.new_lines {
             let skus: Vec<i64> =
                 order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| i64::from(sku.get())).collect();
             let (held, levels) = lock_stock_of_skus(&mut tx, id, &skus).await?;
-            ledger = Ledger::new(levels);
+            let mut ledger = Ledger::new(levels);
             let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
-            write_change(&mut tx, &order, &plan, &ledger, new_lines, &reservations).await?;
+            write_change(&mut tx, (&order, &plan, traceparent), &ledger, new_lines, &reservations).await?;
             let skus = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
             self.after_commit.commit(tx, skus).await?;
             return plan.reply;
         }
-        if plan.settlement.is_some() {
-            let (held, levels) = lock_held_stock(&mut tx, &[id]).await?;
-            ledger = Ledger::new(levels);
-            plan.apply_stock(&order, &held.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), &mut ledger)?;
-        }
-        write_plans(&mut tx, &[(&order, &plan)], &ledger).await?;
+        settle_and_write(&mut tx, &[(&order, &plan, traceparent)]).await?;
         self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
         plan.reply
     }
@@ -219,19 +216,38 @@ impl PgStore {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let ids: Vec<OrderId> = orders.iter().map(|(order, _)| order.id).collect();
-        let (held, levels) = lock_held_stock(&mut tx, &ids).await?;
-        let mut ledger = Ledger::new(levels);
-        for (order, plan) in &orders {
-            let of_order: Vec<Reservation> = held.iter().filter(|(id, _)| *id == order.id).map(|(_, r)| *r).collect();
-            plan.apply_stock(order, &of_order, &mut ledger)?;
-        }
-        let batch: Vec<(&OrderState, &Plan)> = orders.iter().map(|(order, plan)| (order, plan)).collect();
-        write_plans(&mut tx, &batch, &ledger).await?;
+        let traceparent = minizon_common::telemetry::current_traceparent();
+        let batch: Vec<Traced<'_>> = orders.iter().map(|(order, plan)| (order, plan, traceparent.as_deref())).collect();
+        settle_and_write(&mut tx, &batch).await?;
         let skus = orders.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku));
         self.after_commit.commit(tx, skus).await?;
-        Ok(ids)
+        Ok(orders.iter().map(|(order, _)| order.id).collect())
     }
+}
+
+/// Settles and writes the plans [`decide`] made for orders this transaction has locked: locks, in one statement
+/// and in the global order, the stock rows held by the orders whose plans settle their reservations, applies every
+/// plan over one [`Ledger`], and writes them all in one statement. A command alone, a batch of commands and the
+/// sweep all end with it. A change of lines is not for it (it locks other rows: [`write_change`]).
+async fn settle_and_write(tx: &mut Tx, batch: &[Traced<'_>]) -> Result<(), LomsError> {
+    if batch.iter().any(|(_, plan, _)| plan.new_lines.is_some()) {
+        return Err(LomsError::Internal("a change of lines was to be written as a plain plan".into()));
+    }
+    let settling: Vec<OrderId> =
+        batch.iter().filter(|(_, plan, _)| plan.settlement.is_some()).map(|(order, ..)| order.id).collect();
+    let mut ledger = Ledger::default();
+    if !settling.is_empty() {
+        let (held, levels) = lock_held_stock(tx, &settling).await?;
+        ledger = Ledger::new(levels);
+        let mut by_order: HashMap<OrderId, Vec<Reservation>> = HashMap::new();
+        for (order_id, reservation) in held {
+            by_order.entry(order_id).or_default().push(reservation);
+        }
+        for (order, plan, _) in batch {
+            plan.apply_stock(order, by_order.get(&order.id).map_or(&[], Vec::as_slice), &mut ledger)?;
+        }
+    }
+    write_plans(tx, batch, &ledger).await
 }
 
 /// A due order as the sweep's claiming query reads it: id, user, status, item skus and counts.
@@ -259,25 +275,36 @@ fn order_state(
 
 /// Locks an existing order's row (the first lock of every transaction on it) and reads it with its items.
 async fn lock_order(tx: &mut Tx, id: OrderId) -> Result<OrderState, LomsError> {
-    let row = sqlx::query(
-        "select o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue, o.refund_state,
+    lock_orders(tx, &[id]).await?.pop().ok_or(LomsError::OrderNotFound(id))
+}
+
+/// Locks the rows of the existing orders among `ids` in one statement, in id order (so two transactions locking
+/// several orders, or one and a single order's, take them in the same order and cannot deadlock), and reads them
+/// with their items, in id order; unknown ids are left out.
+async fn lock_orders(tx: &mut Tx, ids: &[OrderId]) -> Result<Vec<OrderState>, LomsError> {
+    let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+    let rows = sqlx::query(
+        "select o.id, o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue, o.refund_state,
                 array(select sku from order_items i where i.order_id = o.id order by sku) as skus,
                 array(select count from order_items i where i.order_id = o.id order by sku) as counts
-         from orders o where o.id = $1 for update",
+         from orders o where o.id = any($1) order by o.id for update",
     )
-    .bind(id.get())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(LomsError::OrderNotFound(id))?;
-    order_state(
-        id.get(),
-        row.get("user_id"),
-        row.get("status"),
-        row.get("overdue"),
-        row.get("refund_state"),
-        row.get("skus"),
-        row.get("counts"),
-    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            order_state(
+                row.get("id"),
+                row.get("user_id"),
+                row.get("status"),
+                row.get("overdue"),
+                row.get("refund_state"),
+                row.get("skus"),
+                row.get("counts"),
+            )
+        })
+        .collect()
 }
 
 /// Takes the id of a new order from its sequence and locks the stock rows of `skus` in the global lock order,
@@ -371,13 +398,14 @@ async fn lock_stock_of_skus(
 /// rows to upsert are disjoint, so no row is touched twice), the ledger's deltas, the history row and the event.
 async fn write_change(
     tx: &mut Tx,
-    order: &OrderState,
-    plan: &Plan,
+    decided: Traced<'_>,
     ledger: &Ledger,
     lines: &OrderLines,
     reservations: &[Reservation],
 ) -> Result<(), LomsError> {
-    let events = EventRows::of([(order.id, order.user, lines, plan.steps.as_slice())], Utc::now());
+    let order = decided.0;
+    // The plan's lines are the new ones: its events carry them.
+    let events = EventRows::of_plans(&[decided], Utc::now());
     let query = sqlx::query(concat!(
         "with ",
         record_ctes!(),
@@ -468,14 +496,11 @@ async fn write_new_order(
 
 /// Writes the plans of locked orders in one statement: the ledger's stock deltas (on rows locked by
 /// [`lock_held_stock`]), each order's new status (a deadline only while awaiting payment), history and events.
-async fn write_plans(tx: &mut Tx, batch: &[(&OrderState, &Plan)], ledger: &Ledger) -> Result<(), LomsError> {
-    let events = EventRows::of(
-        batch.iter().map(|(order, plan)| (order.id, order.user, plan.lines(order), plan.steps.as_slice())),
-        Utc::now(),
-    );
-    let ids: Vec<i64> = batch.iter().map(|(order, _)| order.id.get()).collect();
-    let statuses: Vec<i16> = batch.iter().map(|(_, plan)| plan.status.code()).collect();
-    let refunds: Vec<i16> = batch.iter().map(|(_, plan)| plan.refund.code()).collect();
+async fn write_plans(tx: &mut Tx, batch: &[Traced<'_>], ledger: &Ledger) -> Result<(), LomsError> {
+    let events = EventRows::of_plans(batch, Utc::now());
+    let ids: Vec<i64> = batch.iter().map(|(order, ..)| order.id.get()).collect();
+    let statuses: Vec<i16> = batch.iter().map(|(_, plan, _)| plan.status.code()).collect();
+    let refunds: Vec<i16> = batch.iter().map(|(_, plan, _)| plan.refund.code()).collect();
     let query = sqlx::query(concat!(
         "with ",
         record_ctes!(),
@@ -571,15 +596,16 @@ impl OrderStore for PgStore {
     }
 
     async fn pay(&self, id: OrderId) -> Result<(), LomsError> {
-        Self::with_retry(|| self.try_command(id, &Command::Pay)).await
+        self.run(id, Command::Pay).await
     }
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
-        Self::with_retry(|| self.try_command(id, &Command::Cancel)).await
+        self.run(id, Command::Cancel).await
     }
 
     async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
-        Self::with_retry(|| self.try_command(id, &command)).await
+        let traceparent = minizon_common::telemetry::current_traceparent();
+        Self::with_retry(|| self.try_command(id, &command, traceparent.as_deref())).await
     }
 
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {

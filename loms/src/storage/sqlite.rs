@@ -22,13 +22,13 @@ use super::{
         corrupt, stored_level, stored_lines, stored_order_id, stored_reservation, stored_status, stored_transition,
         stored_user,
     },
-    records::EventRows,
+    records::{EventRows, Traced},
     stock_cache::StockCache,
 };
 use crate::domain::{
     Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderLines, OrderState,
-    OrderStore, Plan, RecordedTransition, RefundState, Reservation, Sku, StockLevel, StockStore, UserId, WarehouseId,
-    decide, place,
+    OrderStore, RecordedTransition, RefundState, Reservation, Sku, StockLevel, StockStore, UserId, WarehouseId, decide,
+    place,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -38,6 +38,7 @@ type Tx = Transaction<'static, Sqlite>;
 const SWEEP_CHUNK: u32 = 50;
 
 mod batch;
+mod command_batch;
 
 /// LOMS storage on an SQLite file (or in memory).
 #[derive(Debug, Clone)]
@@ -86,43 +87,16 @@ impl SqliteStore {
         reply
     }
 
-    /// Runs one command on one order: decide on the order as stored, settle its stock, write.
-    async fn try_command(&self, id: OrderId, command: &Command) -> Result<(), LomsError> {
+    /// Runs one command on one order: decide on the order as stored, settle its stock, write (its events in the
+    /// trace `traceparent` names).
+    async fn try_command(&self, id: OrderId, command: &Command, traceparent: Option<&str>) -> Result<(), LomsError> {
         let mut tx = self.write().await?;
-        let now = Utc::now();
-        let order = load_orders(&mut tx, &[id], now).await?.pop().ok_or(LomsError::OrderNotFound(id))?;
-        let Some(plan) = decide(&order, command)? else {
+        // A refusal drops `tx`, rolling back (nothing was written).
+        let Some(written) = command_in(&mut tx, id, command, traceparent).await? else {
             return Ok(());
         };
-        if let Some(new_lines) = &plan.new_lines {
-            let both = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
-            let mut ledger = Ledger::new(stock_of_skus(&mut tx, both.iter().copied()).await?);
-            let held: Vec<(i64, i64, i64)> =
-                sqlx::query_as("select sku, warehouse_id, count from reservations where order_id = ?1")
-                    .bind(id.get())
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let held = held
-                .into_iter()
-                .map(|(sku, warehouse, count)| stored_reservation(sku, warehouse, count))
-                .collect::<Result<Vec<_>, _>>()?;
-            let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
-            for table in ["order_items", "reservations"] {
-                sqlx::query(&format!("delete from {table} where order_id = ?1"))
-                    .bind(id.get())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            write_items(&mut tx, id, new_lines).await?;
-            write_reservations(&mut tx, id, &reservations).await?;
-            write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
-            self.after_commit.commit(tx, both).await?;
-            return plan.reply;
-        }
-        let ledger = settle(&mut tx, &[(&order, &plan)]).await?;
-        write_plans(&mut tx, &[(&order, &plan)], &ledger, now).await?;
-        self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
-        plan.reply
+        self.after_commit.commit(tx, written.skus).await?;
+        written.reply
     }
 
     async fn try_cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
@@ -146,7 +120,8 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let batch: Vec<(&OrderState, &Plan)> = orders.iter().map(|(order, plan)| (order, plan)).collect();
+        let traceparent = minizon_common::telemetry::current_traceparent();
+        let batch: Vec<Traced<'_>> = orders.iter().map(|(order, plan)| (order, plan, traceparent.as_deref())).collect();
         let ledger = settle(&mut tx, &batch).await?;
         write_plans(&mut tx, &batch, &ledger, now).await?;
         let skus = orders.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku));
@@ -252,6 +227,55 @@ async fn create_in(tx: &mut Tx, request: &CreateOrder) -> Result<Result<CreateOu
     Ok(placement.reply)
 }
 
+/// What a command wrote inside a write transaction.
+struct Written {
+    /// The caller's answer once the transaction commits (a late payment is written, then refused).
+    reply: Result<(), LomsError>,
+    /// The skus whose stock it changed.
+    skus: Vec<Sku>,
+}
+
+/// A command on one order inside the write transaction `tx`: decide on the order as stored, settle its stock,
+/// write (its events in the trace `traceparent` names). `Ok(None)`: nothing to change. `Err`: refused (an unknown
+/// order, a forbidden step, a short change) or failed; what it may have written must not be committed.
+async fn command_in(
+    tx: &mut Tx,
+    id: OrderId,
+    command: &Command,
+    traceparent: Option<&str>,
+) -> Result<Option<Written>, LomsError> {
+    let now = Utc::now();
+    let order = load_orders(tx, &[id], now).await?.pop().ok_or(LomsError::OrderNotFound(id))?;
+    let Some(plan) = decide(&order, command)? else {
+        return Ok(None);
+    };
+    if let Some(new_lines) = &plan.new_lines {
+        let both = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
+        let mut ledger = Ledger::new(stock_of_skus(tx, both.iter().copied()).await?);
+        let held: Vec<(i64, i64, i64)> =
+            sqlx::query_as("select sku, warehouse_id, count from reservations where order_id = ?1")
+                .bind(id.get())
+                .fetch_all(&mut **tx)
+                .await?;
+        let held = held
+            .into_iter()
+            .map(|(sku, warehouse, count)| stored_reservation(sku, warehouse, count))
+            .collect::<Result<Vec<_>, _>>()?;
+        let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
+        for table in ["order_items", "reservations"] {
+            sqlx::query(&format!("delete from {table} where order_id = ?1")).bind(id.get()).execute(&mut **tx).await?;
+        }
+        write_items(tx, id, new_lines).await?;
+        write_reservations(tx, id, &reservations).await?;
+        write_plans(tx, &[(&order, &plan, traceparent)], &ledger, now).await?;
+        return Ok(Some(Written { reply: plan.reply, skus: both }));
+    }
+    let decided = [(&order, &plan, traceparent)];
+    let ledger = settle(tx, &decided).await?;
+    write_plans(tx, &decided, &ledger, now).await?;
+    Ok(Some(Written { reply: plan.reply, skus: order.lines.iter().map(|(sku, _)| sku).collect() }))
+}
+
 /// The first call's result for a repeated (user, key), or `None` when the key is new.
 async fn replay(
     tx: &mut Tx,
@@ -329,9 +353,9 @@ async fn stock_of_skus(tx: &mut Tx, skus: impl IntoIterator<Item = Sku>) -> Resu
 
 /// Reads the stored reservations of the batch's orders with the levels of their rows, and settles each order's
 /// the way its plan says, on one ledger.
-async fn settle(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result<Ledger, LomsError> {
+async fn settle(tx: &mut Tx, batch: &[Traced<'_>]) -> Result<Ledger, LomsError> {
     let settling: Vec<i64> =
-        batch.iter().filter(|(_, plan)| plan.settlement.is_some()).map(|(order, _)| order.id.get()).collect();
+        batch.iter().filter(|(_, plan, _)| plan.settlement.is_some()).map(|(order, ..)| order.id.get()).collect();
     if settling.is_empty() {
         return Ok(Ledger::default());
     }
@@ -351,7 +375,7 @@ async fn settle(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result<Ledger, L
         levels.push(stored_level(warehouse, sku, on_hand, reserved)?);
     }
     let mut ledger = Ledger::new(levels);
-    for (order, plan) in batch {
+    for (order, plan, _) in batch {
         let of_order: Vec<Reservation> = held.iter().filter(|(id, _)| *id == order.id.get()).map(|(_, r)| *r).collect();
         plan.apply_stock(order, &of_order, &mut ledger)?;
     }
@@ -360,15 +384,10 @@ async fn settle(tx: &mut Tx, batch: &[(&OrderState, &Plan)]) -> Result<Ledger, L
 
 /// Writes the plans of the batch's orders: the ledger's stock deltas, each order's new status (a deadline only
 /// while awaiting payment), history and events.
-async fn write_plans(
-    tx: &mut Tx,
-    batch: &[(&OrderState, &Plan)],
-    ledger: &Ledger,
-    now: DateTime<Utc>,
-) -> Result<(), LomsError> {
+async fn write_plans(tx: &mut Tx, batch: &[Traced<'_>], ledger: &Ledger, now: DateTime<Utc>) -> Result<(), LomsError> {
     apply_deltas(tx, ledger).await?;
     let statuses: Vec<(i64, i16, i16)> =
-        batch.iter().map(|(order, plan)| (order.id.get(), plan.status.code(), plan.refund.code())).collect();
+        batch.iter().map(|(order, plan, _)| (order.id.get(), plan.status.code(), plan.refund.code())).collect();
     sqlx::query(
         "update orders set status = u.status, refund_state = u.refund_state, updated_at = ?2,
                 payment_deadline = case when u.status = 1 then orders.payment_deadline end
@@ -380,11 +399,7 @@ async fn write_plans(
     .bind(millis(now))
     .execute(&mut **tx)
     .await?;
-    let rows = EventRows::of(
-        batch.iter().map(|(order, plan)| (order.id, order.user, plan.lines(order), plan.steps.as_slice())),
-        now,
-    );
-    record(tx, rows).await
+    record(tx, EventRows::of_plans(batch, now)).await
 }
 
 /// The order's items, one statement whatever their number.
@@ -529,15 +544,15 @@ impl OrderStore for SqliteStore {
     }
 
     async fn pay(&self, id: OrderId) -> Result<(), LomsError> {
-        self.try_command(id, &Command::Pay).await
+        self.run(id, Command::Pay).await
     }
 
     async fn cancel(&self, id: OrderId) -> Result<(), LomsError> {
-        self.try_command(id, &Command::Cancel).await
+        self.run(id, Command::Cancel).await
     }
 
     async fn run(&self, id: OrderId, command: Command) -> Result<(), LomsError> {
-        self.try_command(id, &command).await
+        self.try_command(id, &command, minizon_common::telemetry::current_traceparent().as_deref()).await
     }
 
     async fn cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {

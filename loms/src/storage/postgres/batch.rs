@@ -18,7 +18,7 @@ use super::{PgStore, Tx, bind_deltas, bind_events};
 use crate::{
     domain::{CreateOrder, Ledger, LomsError, OrderId, OrderStatus, Placement, Sku, StockLevel, UserId, place},
     storage::{
-        batch::{CreateAnswer, CreateBatch, commit_failed, first_with_same_key},
+        batch::{BatchKind, CreateAnswer, CreateBatch, commit_failed, first_with_same_key},
         decode::{stored_level, stored_order_id, stored_status},
         records::EventRows,
     },
@@ -85,7 +85,7 @@ impl PgStore {
             write_new_orders(&mut tx, calls, &placements, &ledger).await?;
             let skus: Vec<Sku> = new.iter().flat_map(|&index| calls[index].lines.iter().map(|(sku, _)| sku)).collect();
             if let Err(error) = self.after_commit.commit(tx, skus).await {
-                return Ok(commit_failed(calls, &error));
+                return Ok(commit_failed(BatchKind::Create, calls.len(), &error));
             }
         }
         Ok(answers(calls, outcomes, placements))

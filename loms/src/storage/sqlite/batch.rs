@@ -7,7 +7,7 @@
 use super::{SqliteStore, create_in};
 use crate::{
     domain::{CreateOrder, LomsError},
-    storage::batch::{CreateAnswer, CreateBatch, commit_failed},
+    storage::batch::{BatchKind, CreateAnswer, CreateBatch, commit_failed},
 };
 
 #[async_trait::async_trait]
@@ -29,7 +29,7 @@ impl CreateBatch for SqliteStore {
         }
         let skus: Vec<_> = calls.iter().flat_map(|call| call.lines.iter().map(|(sku, _)| sku)).collect();
         if let Err(error) = self.after_commit.commit(tx, skus).await {
-            return Ok(commit_failed(calls, &error));
+            return Ok(commit_failed(BatchKind::Create, calls.len(), &error));
         }
         Ok(answers)
     }
