@@ -99,7 +99,7 @@ for backend in $backends; do
   loms_addr="127.0.0.1:$((port_base + 1))"
   # The outbox relay is off: no Kafka broker in this set-up. Events are still written to the outbox in every
   # order transaction, so their cost is measured; publishing them is not.
-  LOMS_LISTEN="$loms_addr" LOMS_DATABASE_URL="$loms_url_db" LOMS_ADMIN_TOKEN="$token" LOMS_OUTBOX_RELAY=false \
+  LOMS_LISTEN="$loms_addr" LOMS_DATABASE_URL="$loms_url_db" LOMS_ADMIN_TOKEN="$token" LOMS_OUTBOX_RELAY=false LOMS_METRICS_ADDR="127.0.0.1:$((port_base + 4))" \
     RUST_LOG="${BENCH_SERVICE_LOG:-info}" "${BENCH_LOMS:-$bin/loms}" serve >"$out/loms-$backend.log" 2>&1 &
   loms_pid=$!
   pids+=("$loms_pid")
@@ -142,6 +142,7 @@ for backend in $backends; do
     --loms-url "http://$loms_addr" \
     --loms-admin-token "$token" \
     --loms-database-url "$loms_url_db" \
+    --loms-metrics-url "http://127.0.0.1:$((port_base + 4))/metrics" \
     "${pgbench_args[@]}" \
     "${checkout_args[@]}" \
     "${scenarios_args[@]}" \

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 /// Buckets of every `*_seconds` histogram: 0.5 ms to 10 s, dense where gRPC calls and transactions land.
 const SECONDS_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Buckets of every `*_batch_size` histogram: calls per batch, up to the largest batch allowed.
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
 /// How often histogram state is compacted (the recorder's upkeep).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -64,6 +67,9 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let installed = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Suffix("_batch_size".to_owned()), BATCH_SIZE_BUCKETS)
+                })
                 .and_then(|builder| builder.install_recorder());
             match installed {
                 Ok(handle) => {

@@ -18,6 +18,8 @@ pub const SWEEP_CANCELLED: &str = "loms_unpaid_sweep_cancelled_orders_total";
 pub const SWEEP_DURATION: &str = "loms_unpaid_sweep_duration_seconds";
 /// Sweeps that failed (the next tick retries).
 pub const SWEEP_FAILURES: &str = "loms_unpaid_sweep_failures_total";
+/// Calls per committed write batch (group commit), by kind (`create`, `command`).
+pub const WRITE_BATCH_SIZE: &str = "loms_write_batch_size";
 
 /// Registers the help texts (a no-op until the recorder is installed, so call it after binding the endpoint).
 pub fn describe() {
@@ -29,6 +31,7 @@ pub fn describe() {
     describe_counter!(TRANSITIONS, "Order status transitions by from, to and reason, counted as published.");
     describe_counter!(SWEEP_CANCELLED, "Orders the unpaid-order sweep cancelled past their payment deadline.");
     describe_histogram!(SWEEP_DURATION, Unit::Seconds, "Time one unpaid-order sweep took.");
+    describe_histogram!(WRITE_BATCH_SIZE, "Calls one committed write batch carried (group commit), by kind of call.");
     describe_counter!(SWEEP_FAILURES, "Unpaid-order sweeps that failed (the next tick retries).");
     minizon_common::db::describe_metrics();
 }

@@ -47,7 +47,7 @@ pub(super) enum BatchKind {
 }
 
 impl BatchKind {
-    /// The name logs give the kind.
+    /// The name logs and the batch-size histogram give the kind.
     fn name(self) -> &'static str {
         match self {
             Self::Create => "create",
@@ -86,6 +86,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 let answers = commit(requests).await;
                 debug_assert_eq!(answers.len(), size, "a batch answers every call");
                 tracing::debug!(size, kind = kind.name(), "write batch committed");
+                metrics::histogram!(crate::series::WRITE_BATCH_SIZE, "kind" => kind.name()).record(size as f64);
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that went away (its client cancelled) is not waiting: its call committed anyway.
                     let _ = reply.send(answer);
