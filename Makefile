@@ -34,7 +34,7 @@ soak: build-bins kafka-install ## the fault suite: 10,000 orders while LOMS repl
 soak-smoke: build-bins kafka-install ## the fault suite in a few minutes (300 orders, one fault of each kind), as CI runs it
 	$(BIN_DIR)/minizon-bench soak --bin-dir $(BIN_DIR) --run-dir data/soak-smoke --port-base 57200 \
 	  --orders 300 --clients 16 --fault-window 30s --loms-kills 1 --notifications-kills 1 \
-	  --broker-pause 5s --receiver-outage 1s --settle-timeout 180s --report $(TARGET_DIR)/soak-smoke.md $(SOAK_ARGS)
+	  --broker-pause 5s --receiver-outage 10s --settle-timeout 180s --report $(TARGET_DIR)/soak-smoke.md $(SOAK_ARGS)
 
 test: kafka-install ## run every test: all crates on PostgreSQL, then the end-to-end suites again on SQLite
 	psql "$(dir $(TEST_DATABASE_URL))postgres" -qc 'drop database if exists minizon_test with (force)' >/dev/null

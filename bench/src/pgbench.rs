@@ -21,6 +21,9 @@ use crate::{
 /// The name pgbench's transactions are reported under.
 pub const OP: &str = "TPC-B transaction";
 
+/// The most clients (connections) pgbench is run with.
+pub const MAX_CLIENTS: usize = 64;
+
 /// How to run pgbench.
 #[derive(Debug, Clone)]
 pub struct Pgbench {
@@ -46,7 +49,17 @@ pub struct Totals {
 impl Pgbench {
     /// Runs `clients` clients (one thread each) for a warm-up and then `duration`, both in whole seconds (pgbench's
     /// unit), and summarises the measured run.
+    /// At most [`MAX_CLIENTS`]: each pgbench client is a server connection, and PostgreSQL's default
+    /// `max_connections` (100) must leave room for the service under test.
     pub async fn run(&self, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<ScenarioResult> {
+        if clients > MAX_CLIENTS {
+            tracing::warn!(
+                asked = clients,
+                run = MAX_CLIENTS,
+                "pgbench runs with fewer clients than asked (max_connections)"
+            );
+        }
+        let clients = clients.min(MAX_CLIENTS);
         if !warmup.is_zero() {
             self.invoke(clients, whole_seconds(warmup), None).await.context("pgbench warm-up")?;
         }

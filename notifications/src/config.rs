@@ -99,6 +99,13 @@ pub struct Config {
     #[arg(long, env = "NOTIFICATIONS_STAFF_WEBHOOK_URL")]
     pub staff_webhook_url: Option<String>,
 
+    /// How long the worker may be out of its consumer group — before its first assignment, or after its partitions
+    /// were revoked — before it drops its consumer and joins again with a new one. A join answered within a
+    /// rebalance never waits this long; tansu 0.6 was seen leaving a member's join unanswered for good after its
+    /// session timed out (docs/events.md, "Consumer group membership"). 0s turns the rejoin off.
+    #[arg(long, env = "NOTIFICATIONS_REJOIN_AFTER", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub rejoin_after: Duration,
+
     /// Longest one sink call may take before it counts as failed (and is retried).
     #[arg(long, env = "NOTIFICATIONS_SINK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub sink_timeout: Duration,

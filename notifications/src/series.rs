@@ -12,6 +12,8 @@ pub const RETRIED: &str = "notifications_sink_retries_total";
 pub const DEAD_LETTERED: &str = "notifications_events_dead_lettered_total";
 /// Records between this consumer's position and the end of its partition, by `topic` and `partition`.
 pub const CONSUMER_LAG: &str = "notifications_consumer_lag";
+/// Times the worker dropped its consumer and joined its group again after being out of it too long.
+pub const REJOINS: &str = "notifications_consumer_rejoins_total";
 
 /// Registers the help texts (a no-op until the recorder is installed, so call it after binding the endpoint).
 pub fn describe() {
@@ -20,6 +22,10 @@ pub fn describe() {
     describe_counter!(DEDUPLICATED, "Deliveries skipped because the sink already had the event.");
     describe_counter!(RETRIED, "Sink calls retried after a transient failure.");
     describe_counter!(DEAD_LETTERED, "Order events put on the dead-letter topic.");
+    describe_counter!(
+        REJOINS,
+        "Times the worker joined its consumer group again with a new consumer after being out of it too long."
+    );
     describe_gauge!(
         CONSUMER_LAG,
         "Records of a partition this consumer has not read yet (from librdkafka statistics)."

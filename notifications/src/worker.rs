@@ -11,7 +11,12 @@
 //! permanent refusal, or a failure outlasting the budget, sends the event to the dead-letter topic; the events
 //! behind it then go on in order.
 
-use std::{fmt::Display, future::Future, time::Duration};
+use std::{
+    fmt::Display,
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use minizon_common::kafka::HEADER_TRACEPARENT;
@@ -34,9 +39,41 @@ use crate::{
     store::{Handled, ProcessedEvents},
 };
 
-/// Logs partition assignments, so that an operator can see which replica owns what.
-#[derive(Debug, Clone, Copy)]
-pub struct LoggingContext;
+/// Logs partition assignments, so that an operator can see which replica owns what, and keeps the worker's
+/// [`Membership`] up to date.
+#[derive(Debug, Clone, Default)]
+pub struct LoggingContext {
+    membership: Arc<Membership>,
+}
+
+/// Whether the worker is in its consumer group: out from its creation until the first assignment, and from a
+/// revocation until the next one. An assignment of no partitions counts as in (a group with more replicas than
+/// partitions gives some replicas nothing).
+#[derive(Debug)]
+pub struct Membership {
+    out_since: Mutex<Option<Instant>>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Self { out_since: Mutex::new(Some(Instant::now())) }
+    }
+}
+
+impl Membership {
+    fn assigned(&self) {
+        *self.out_since.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn revoked(&self) {
+        self.out_since.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(Instant::now);
+    }
+
+    /// How long the worker has been out of its group, `None` while it is in.
+    fn out_for(&self) -> Option<Duration> {
+        self.out_since.lock().unwrap_or_else(PoisonError::into_inner).map(|since| since.elapsed())
+    }
+}
 
 impl ClientContext for LoggingContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -47,8 +84,14 @@ impl ClientContext for LoggingContext {
 impl ConsumerContext for LoggingContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(partitions) => tracing::info!(count = partitions.count(), "partitions assigned"),
-            Rebalance::Revoke(partitions) => tracing::info!(count = partitions.count(), "partitions revoked"),
+            Rebalance::Assign(partitions) => {
+                self.membership.assigned();
+                tracing::info!(count = partitions.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(partitions) => {
+                self.membership.revoked();
+                tracing::info!(count = partitions.count(), "partitions revoked");
+            }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
         }
     }
@@ -80,6 +123,11 @@ impl std::fmt::Debug for EventConsumer {
 }
 
 impl EventConsumer {
+    /// Whether this consumer is in its group, as its rebalance callbacks last said.
+    fn membership(&self) -> &Membership {
+        &self.get().context().membership
+    }
+
     fn get(&self) -> &RawConsumer {
         // Only `close` and `drop` take it out, and both consume the wrapper.
         self.0.as_ref().expect("the consumer is present until closed")
@@ -146,7 +194,7 @@ pub fn consumer(config: &Config) -> KafkaResult<EventConsumer> {
         .set("reconnect.backoff.max.ms", "2000")
         // The consumer lag gauge comes from librdkafka's statistics.
         .set("statistics.interval.ms", "5000")
-        .create_with_context(LoggingContext)?;
+        .create_with_context(LoggingContext::default())?;
     consumer.subscribe(&[&config.topic])?;
     Ok(EventConsumer(Some(consumer)))
 }
@@ -183,6 +231,9 @@ enum Attempt {
     Interrupted,
 }
 
+/// How often the loop checks that the worker is in its consumer group (see [`Config::rejoin_after`]).
+const MEMBERSHIP_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// How long the worker may go without polling the consumer beyond the outage budget (the sink calls in hand,
 /// database round trips) before librdkafka counts it as stuck and takes its partitions away.
 const POLL_INTERVAL_MARGIN: Duration = Duration::from_secs(300);
@@ -202,6 +253,8 @@ fn max_poll_interval(outage_budget: Duration) -> Duration {
 /// The consumer loop and everything it needs.
 pub struct Worker {
     consumer: EventConsumer,
+    /// What a new consumer is made from, when this one is dropped for being out of its group too long.
+    config: Config,
     dead_letters: DeadLetters,
     store: ProcessedEvents,
     channels: Vec<Channel>,
@@ -242,6 +295,7 @@ impl Worker {
             .with_jitter();
         Self {
             consumer,
+            config: config.clone(),
             dead_letters,
             store,
             channels,
@@ -253,12 +307,17 @@ impl Worker {
     }
 
     /// Consumes until shutdown, then commits the stored offsets and leaves the group.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut errors = self.dependency_backoff.build();
+        let mut membership_check = tokio::time::interval(MEMBERSHIP_CHECK_EVERY);
         loop {
             let received = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                _ = membership_check.tick() => {
+                    self.rejoin_if_out_too_long();
+                    continue;
+                }
                 received = self.consumer.get().recv() => received,
             };
             let message = match received {
@@ -305,6 +364,29 @@ impl Worker {
         // Commit what was handled and leave the group at once, rather than after a session time-out.
         self.consumer.close(self.dead_letters).await;
         tracing::info!("notifications worker stopped");
+    }
+
+    /// Replaces the consumer with a new one when this one has been out of its group for longer than
+    /// `rejoin_after`: its join went unanswered. What it had handled but not committed is seen again by the new
+    /// member and de-duplicated.
+    fn rejoin_if_out_too_long(&mut self) {
+        let rejoin_after = self.config.rejoin_after;
+        let Some(out_for) = self.consumer.membership().out_for() else { return };
+        if rejoin_after.is_zero() || out_for < rejoin_after {
+            return;
+        }
+        match consumer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(
+                    ?out_for,
+                    "out of the consumer group too long (the join went unanswered): joining again with a new consumer"
+                );
+                metrics::counter!(crate::series::REJOINS).increment(1);
+                // Dropping closes the old consumer on a thread of its own (EventConsumer's Drop).
+                drop(std::mem::replace(&mut self.consumer, fresh));
+            }
+            Err(error) => tracing::error!(%error, "cannot create a new Kafka consumer to rejoin the group"),
+        }
     }
 
     /// Decodes a record, gives it to every channel of every audience it concerns, dead-letters it when a channel
@@ -468,5 +550,19 @@ mod tests {
         assert_eq!(max_poll_interval(Duration::ZERO), Duration::from_secs(300), "librdkafka's default at least");
         assert_eq!(max_poll_interval(MAX_OUTAGE_BUDGET), Duration::from_secs(23 * 3600 + 300));
         assert_eq!(max_poll_interval(Duration::from_secs(48 * 3600)), MAX_POLL_INTERVAL_CEILING);
+    }
+
+    #[test]
+    fn a_worker_is_out_of_its_group_until_assigned_and_from_a_revocation_until_the_next_assignment() {
+        let membership = Membership::default();
+        assert!(membership.out_for().is_some(), "out before the first assignment");
+        membership.assigned();
+        assert_eq!(membership.out_for(), None);
+        membership.revoked();
+        let first = membership.out_for().expect("out after a revocation");
+        membership.revoked();
+        assert!(membership.out_for().expect("still out") >= first, "a second revocation keeps the first moment");
+        membership.assigned();
+        assert_eq!(membership.out_for(), None, "an assignment (even of no partitions) is in");
     }
 }

@@ -28,11 +28,20 @@ pub struct BatchConfig {
     #[arg(long = "write-batch-max-wait", env = "LOMS_WRITE_BATCH_MAX_WAIT", default_value = "0s",
           value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
+
+    /// Batches of one kind in flight at once (PostgreSQL; SQLite has one writer and always runs one). With one,
+    /// every call waits behind the commit in flight and the database idles during each batch's round trips; with
+    /// more, the next batch forms and runs while the previous one commits. More committers make smaller batches,
+    /// which cost more CPU per call: on the 2-core benchmark machine two were no faster than one
+    /// (docs/benchmarks.md, run 7), so one is the default; a database host with cores to spare may gain.
+    #[arg(long = "write-batch-committers", env = "LOMS_WRITE_BATCH_COMMITTERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub committers: u8,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_batch: 64, max_wait: Duration::ZERO }
+        Self { max_batch: 64, max_wait: Duration::ZERO, committers: 1 }
     }
 }
 
@@ -73,26 +82,28 @@ pub(super) struct Batcher<Req, Resp> {
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// Starts the committer: `commit` runs one batch and returns one answer per call, in the calls' order. The task
     /// ends when the batcher is dropped, after the batches already queued.
-    pub(super) fn spawn<F, Fut>(config: BatchConfig, kind: BatchKind, mut commit: F) -> Self
+    pub(super) fn spawn<F, Fut>(config: BatchConfig, kind: BatchKind, commit: F) -> Self
     where
-        F: FnMut(Vec<Req>) -> Fut + Send + 'static,
+        F: FnMut(Vec<Req>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<Resp>> + Send,
     {
-        let (queue, mut calls) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(batch) = gather(&mut calls, config).await {
-                let size = batch.len();
-                let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = batch.into_iter().unzip();
-                let answers = commit(requests).await;
-                debug_assert_eq!(answers.len(), size, "a batch answers every call");
-                tracing::debug!(size, kind = kind.name(), "write batch committed");
-                metrics::histogram!(crate::series::WRITE_BATCH_SIZE, "kind" => kind.name()).record(size as f64);
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    // A caller that went away (its client cancelled) is not waiting: its call committed anyway.
-                    let _ = reply.send(answer);
+        let (queue, calls) = mpsc::unbounded_channel();
+        // The committers take turns at the queue: one gathers a batch while the others commit theirs.
+        let calls = Arc::new(tokio::sync::Mutex::new(calls));
+        for _ in 0..config.committers.max(1) {
+            let (calls, mut commit) = (calls.clone(), commit.clone());
+            tokio::spawn(async move {
+                loop {
+                    // The queue is held only while gathering, not while committing.
+                    let batch = {
+                        let mut calls = calls.lock().await;
+                        gather(&mut calls, config).await
+                    };
+                    let Some(batch) = batch else { break };
+                    commit_batch(kind, batch, &mut commit).await;
                 }
-            }
-        });
+            });
+        }
         Self { queue }
     }
 
@@ -109,6 +120,24 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, Result<T, LomsError>> 
     /// Queues `request` and waits for its answer.
     pub(super) async fn call(&self, request: Req) -> Result<T, LomsError> {
         self.enqueue(request).await.map_err(|_| LomsError::Internal("the write batch committer stopped".into()))?
+    }
+}
+
+/// Commits one gathered batch and answers each of its calls.
+async fn commit_batch<Req, Resp, F, Fut>(kind: BatchKind, batch: Vec<(Req, oneshot::Sender<Resp>)>, commit: &mut F)
+where
+    F: FnMut(Vec<Req>) -> Fut,
+    Fut: Future<Output = Vec<Resp>>,
+{
+    let size = batch.len();
+    let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = batch.into_iter().unzip();
+    let answers = commit(requests).await;
+    debug_assert_eq!(answers.len(), size, "a batch answers every call");
+    tracing::debug!(size, kind = kind.name(), "write batch committed");
+    metrics::histogram!(crate::series::WRITE_BATCH_SIZE, "kind" => kind.name()).record(size as f64);
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        // A caller that went away (its client cancelled) is not waiting: its call committed anyway.
+        let _ = reply.send(answer);
     }
 }
 
@@ -362,10 +391,15 @@ mod tests {
 
     /// A batcher whose commits record their sizes and wait for a permit of `gate` each.
     fn gated(max_batch: u16) -> (Batcher<u32, u32>, Sizes, Arc<Semaphore>) {
+        gated_with(max_batch, 1)
+    }
+
+    /// [`gated`] with `committers` batches in flight at most.
+    fn gated_with(max_batch: u16, committers: u8) -> (Batcher<u32, u32>, Sizes, Arc<Semaphore>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(Semaphore::new(0));
         let (seen, permits) = (sizes.clone(), gate.clone());
-        let config = BatchConfig { max_batch, max_wait: Duration::ZERO };
+        let config = BatchConfig { max_batch, max_wait: Duration::ZERO, committers };
         let batcher = Batcher::spawn(config, BatchKind::Create, move |calls: Vec<u32>| {
             let (seen, permits) = (seen.clone(), permits.clone());
             async move {
@@ -383,6 +417,20 @@ mod tests {
         gate.add_permits(1);
         assert_eq!(batcher.enqueue(7).await.unwrap(), 70);
         assert_eq!(*sizes.lock().unwrap(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_second_committer_takes_the_next_call_while_the_first_batch_is_still_committing() {
+        let (batcher, sizes, gate) = gated_with(64, 2);
+        let first = batcher.enqueue(1);
+        until(|| sizes.lock().unwrap().len() == 1).await;
+        let second = batcher.enqueue(2);
+        // No permit yet: the first commit still holds its committer, so only the other one can have taken it.
+        until(|| sizes.lock().unwrap().len() == 2).await;
+        let third = batcher.enqueue(3);
+        gate.add_permits(3);
+        assert_eq!((first.await.unwrap(), second.await.unwrap(), third.await.unwrap()), (10, 20, 30));
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 1, 1]);
     }
 
     #[tokio::test]

@@ -51,6 +51,8 @@ impl Storage {
             }
             Backend::Sqlite => {
                 let store = Arc::new(SqliteStore::connect(url, cache).await?);
+                // One writer: a second batch in flight would only wait for it, and form smaller batches meanwhile.
+                let batching = BatchConfig { committers: 1, ..batching };
                 let orders = Arc::new(batch::BatchedOrders::new(store.clone(), batching));
                 Self { backend: Store::Sqlite(store), orders }
             }
