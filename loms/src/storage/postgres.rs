@@ -124,7 +124,9 @@ impl PgStore {
     async fn try_create(&self, request: &CreateOrder) -> Result<CreateOutcome, LomsError> {
         let mut tx = self.pool.begin().await?;
         let skus: Vec<i64> = request.lines.iter().map(|(sku, _)| i64::from(sku.get())).collect();
-        let (order_id, stock) = lock_stock_for_new_order(&mut tx, &skus).await?;
+        // The batch's statement with a batch of one: one id, the call's stock rows locked in the global order.
+        let (ids, stock) = batch::lock_stock_for_new_orders(&mut tx, &skus, 1).await?;
+        let order_id = ids[0];
         let mut ledger = Ledger::new(stock);
         let placement = place(order_id, request, &mut ledger);
         match write_new_order(&mut tx, order_id, request, &placement, &ledger.deltas()).await {
@@ -307,35 +309,6 @@ async fn lock_orders(tx: &mut Tx, ids: &[OrderId]) -> Result<Vec<OrderState>, Lo
         .collect()
 }
 
-/// Takes the id of a new order from its sequence and locks the stock rows of `skus` in the global lock order,
-/// returning their levels: one round trip. The new order row needs no lock (nobody else can see it yet).
-async fn lock_stock_for_new_order(tx: &mut Tx, skus: &[i64]) -> Result<(OrderId, Vec<StockLevel>), LomsError> {
-    // The order id, then one stock row (warehouse, sku, on hand, reserved) per row; none when no sku is stocked.
-    type LockedRow = (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-    let rows: Vec<LockedRow> = sqlx::query_as(
-        "with new_order as (select nextval('orders_id_seq') as id),
-              locked as (
-                  select sku, warehouse_id, on_hand, reserved from stocks
-                  where sku = any($1)
-                  order by sku, warehouse_id
-                  for update
-              )
-         select n.id, l.warehouse_id, l.sku, l.on_hand, l.reserved
-         from new_order n left join locked l on true
-         order by l.sku, l.warehouse_id",
-    )
-    .bind(skus)
-    .fetch_all(&mut **tx)
-    .await?;
-    let order_id = stored_order_id(rows.first().map_or(0, |(id, ..)| *id))?;
-    let stock = rows
-        .into_iter()
-        .filter_map(|(_, warehouse, sku, on_hand, reserved)| Some((warehouse?, sku?, on_hand?, reserved?)))
-        .map(|(warehouse, sku, on_hand, reserved)| stored_level(warehouse, sku, on_hand, reserved))
-        .collect::<Result<_, _>>()?;
-    Ok((order_id, stock))
-}
-
 /// Locks, in the global order, the stock rows the stored reservations of `orders` were taken from, and reads the
 /// reservations (per order) with the rows' levels: one round trip.
 async fn lock_held_stock(
@@ -441,7 +414,7 @@ async fn write_change(
 }
 
 /// Writes a new order in one statement: the order row with its final status, its items, its reservations (units
-/// move from free to reserved in rows already locked by [`lock_stock_for_new_order`]), its history and its events.
+/// move from free to reserved in rows already locked by [`batch::lock_stock_for_new_orders`]), its history and its events.
 /// A second order with the same (user, idempotency key) makes the whole statement fail and write nothing.
 async fn write_new_order(
     tx: &mut Tx,

@@ -179,9 +179,9 @@ async fn stored_keys(
         .collect()
 }
 
-/// Takes `count` new order ids and locks the stock rows of `skus` (sorted, distinct) in the global lock order,
-/// returning their levels: one round trip.
-async fn lock_stock_for_new_orders(
+/// Takes `count` new order ids and locks the stock rows of `skus` in the global lock order, returning their levels:
+/// one round trip. The new order rows need no lock (nobody else can see them yet); a lone CreateOrder uses it with 1.
+pub(super) async fn lock_stock_for_new_orders(
     tx: &mut Tx,
     skus: &[i64],
     count: usize,
