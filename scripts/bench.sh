@@ -11,6 +11,8 @@
 # environment, e.g. BENCH_CLIENTS=16 BENCH_DURATION=30s scripts/bench.sh full; BENCH_ARGS adds flags of
 # `minizon-bench run` (e.g. BENCH_ARGS="--cart-lines 1").
 # BENCH_LOMS runs another LOMS binary (an older build, for a same-machine before/after; see docs/benchmarks.md).
+# BENCH_INSTRUMENTATION=off runs LOMS without its metrics endpoint and with OpenTelemetry off (OTEL_SDK_DISABLED):
+# the other half of a same-binary measurement of what the instrumentation costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,10 +99,12 @@ for backend in $backends; do
 
   log "LOMS on $backend"
   loms_addr="127.0.0.1:$((port_base + 1))"
+  loms_metrics_addr="127.0.0.1:$((port_base + 4))" otel_disabled=false
+  if [ "${BENCH_INSTRUMENTATION:-on}" = off ]; then loms_metrics_addr=off otel_disabled=true; fi
   # The outbox relay is off: no Kafka broker in this set-up. Events are still written to the outbox in every
   # order transaction, so their cost is measured; publishing them is not.
-  LOMS_LISTEN="$loms_addr" LOMS_DATABASE_URL="$loms_url_db" LOMS_ADMIN_TOKEN="$token" LOMS_OUTBOX_RELAY=false LOMS_METRICS_ADDR="127.0.0.1:$((port_base + 4))" \
-    RUST_LOG="${BENCH_SERVICE_LOG:-info}" "${BENCH_LOMS:-$bin/loms}" serve >"$out/loms-$backend.log" 2>&1 &
+  LOMS_LISTEN="$loms_addr" LOMS_DATABASE_URL="$loms_url_db" LOMS_ADMIN_TOKEN="$token" LOMS_OUTBOX_RELAY=false LOMS_METRICS_ADDR="$loms_metrics_addr" \
+    OTEL_SDK_DISABLED="$otel_disabled" RUST_LOG="${BENCH_SERVICE_LOG:-info}" "${BENCH_LOMS:-$bin/loms}" serve >"$out/loms-$backend.log" 2>&1 &
   loms_pid=$!
   pids+=("$loms_pid")
   "$bin/minizon-bench" wait "http://$loms_addr" --timeout 60s

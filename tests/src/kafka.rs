@@ -62,6 +62,7 @@ impl TestBroker {
         broker.spawn().await;
         broker.create_topic(EVENTS_TOPIC, 3).await;
         broker.create_topic(DEAD_LETTER_TOPIC, 3).await;
+        broker.create_header_index().await;
         broker
     }
 
@@ -99,6 +100,20 @@ impl TestBroker {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
+    }
+
+    /// The index `scripts/kafka.sh` adds to tansu's storage (its header table has none, and a fetch of many records
+    /// then stalls the broker: docs/events.md, "A fetch that stalled the broker"), so that tests run the broker as
+    /// users do.
+    async fn create_header_index(&self) {
+        use sqlx::{ConnectOptions as _, Executor as _};
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.dir.join("data/tansu.db"))
+            .busy_timeout(Duration::from_secs(10));
+        let mut conn = options.connect().await.expect("open the broker's storage");
+        conn.execute("create index if not exists minizon_header_record on header (topition, offset_id)")
+            .await
+            .expect("create the broker's header index");
     }
 
     /// Creates a topic.

@@ -218,7 +218,12 @@ pub async fn run(args: &SoakArgs) -> anyhow::Result<report::Report> {
 
     tracing::info!(run_dir = %layout.run_dir.display(), "starting the topology");
     let services = Arc::new(Mutex::new(topology::start_all(&layout).await?));
-    let outcome = drive(args, &layout, services.clone(), receiver).await;
+    // The services run in process groups of their own (so that a fault reaches only its target), so a Ctrl-C in
+    // the terminal does not reach them: the soak stops what it started before it exits.
+    let outcome = tokio::select! {
+        outcome = drive(args, &layout, services.clone(), receiver) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: the services it started are stopped")),
+    };
     let mut services = services.lock().await;
     topology::stop_all(&mut services, &layout.run_dir).await;
     outcome

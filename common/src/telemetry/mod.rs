@@ -3,7 +3,8 @@
 //!
 //! The tracer provider is installed even when nothing is exported: trace context must still flow (a caller's
 //! `traceparent` reaches LOMS, the outbox and the events' headers) so that a process that does export, further
-//! down, continues the caller's trace. Without an exporter the finished spans are simply dropped.
+//! down, continues the caller's trace. Without an exporter the finished spans are simply dropped. Only the
+//! standard `OTEL_SDK_DISABLED=true` leaves OpenTelemetry out entirely (to measure what it costs).
 
 pub mod propagation;
 
@@ -39,11 +40,20 @@ pub struct LogArgs {
     /// `http://127.0.0.1:4317`). Unset: no export (trace context is still propagated).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// OpenTelemetry off altogether (the standard `OTEL_SDK_DISABLED`): no spans, no trace context taken from
+    /// callers or passed on, logs without trace ids. For measuring what tracing costs.
+    #[arg(long, env = "OTEL_SDK_DISABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub otel_sdk_disabled: bool,
 }
 
 impl Default for LogArgs {
     fn default() -> Self {
-        Self { log_format: LogFormat::Human, log_filter: "info".to_owned(), otlp_endpoint: None }
+        Self {
+            log_format: LogFormat::Human,
+            log_filter: "info".to_owned(),
+            otlp_endpoint: None,
+            otel_sdk_disabled: false,
+        }
     }
 }
 
@@ -85,6 +95,10 @@ pub fn init(service: &'static str, args: &LogArgs) -> Telemetry {
         LogFormat::Human => logs.boxed(),
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
     };
+    if args.otel_sdk_disabled {
+        let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).try_init();
+        return Telemetry::default();
+    }
     let (provider, export_error) = tracer_provider(service, args.otlp_endpoint.as_deref());
     let tracer = provider.tracer("minizon");
     // Spans at INFO and above (the request, job and event spans) become OpenTelemetry spans, whatever the log
