@@ -77,6 +77,11 @@ profile() {
   grep -h "| $scenario |" "$out/$label.md" || true
   awk -v hz="$hz" -v s="$(echo "$t1 - $t0" | bc)" -v pg=$((pg1 - pg0)) -v loms=$((loms1 - loms0)) -v bench=$((bench1 - bench0)) \
     'BEGIN { printf "CPU cores busy: postgres %.2f, loms %.2f, minizon-bench %.2f (of 2)\n", pg/hz/s, loms/hz/s, bench/hz/s }'
+  # LOMS's CPU per successful call of the scenario's first operation (the rate is the load generator's, over its
+  # whole measured window; the ticks are the sampled window's).
+  local rate; rate=$(grep -h "| $scenario |" "$out/$label.md" | head -n 1 | awk -F'|' '{ gsub(/ /, "", $4); print $4 }')
+  awk -v hz="$hz" -v s="$(echo "$t1 - $t0" | bc)" -v loms=$((loms1 - loms0)) -v rate="${rate:-0}" \
+    'BEGIN { if (rate > 0) printf "LOMS CPU per call: %.1f µs\n", 1e6 * loms / hz / s / rate }'
   cat "$out/$label-locks.txt"
   echo "LOMS database sessions by wait event (share of samples of active / idle-in-transaction sessions):"
   sort "$out/$label-waits.txt" | uniq -c | sort -rn | awk '{ n[NR] = $0; total += $1 } END { for (i = 1; i <= NR && i <= 8; i++) { split(n[i], f, " "); printf "  %5.1f %%  %s %s\n", 100 * f[1] / total, f[2], f[3] } }'

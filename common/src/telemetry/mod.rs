@@ -111,7 +111,19 @@ pub fn init(service: &'static str, args: &LogArgs) -> Telemetry {
         if meta.is_span() { level <= tracing::Level::INFO } else { level <= tracing::Level::WARN }
     })
     .with_max_level_hint(tracing::Level::INFO);
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(otel_filter);
+    // Per span only what a trace needs, since every request pays for it whether or not anything exports: no busy
+    // and idle timings (two clock reads on every poll of an async span), no thread, source-location or target
+    // attributes (allocations per span), and no OpenTelemetry context attached on every enter (nothing here reads
+    // `opentelemetry::Context::current()`: propagation reads the span's own context). Measured in
+    // docs/benchmarks.md, "Instrumentation on and off".
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_context_activation(false)
+        .with_filter(otel_filter);
     let installed = tracing_subscriber::registry().with(logs.with_filter(filter)).with(otel).try_init().is_ok();
     if !installed {
         // Another call won: keep its provider, drop this one unused.
