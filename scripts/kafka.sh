@@ -55,24 +55,27 @@ topics() {
 
 # tansu 0.6's SQLite schema has no index on its header table, and a fetch looks up each record's headers with a
 # query of its own: every fetched record scans every header ever stored. Caught up, a consumer fetches a few
-# records; after a backlog (a restart, a sink outage) one fetch of a thousand records took tens of seconds, and as
+# records; after a backlog (a restart, a sink outage) one fetch of thousands of records took tens of seconds, and as
 # tansu serves storage one request at a time, producers and heartbeats waited behind it until they timed out
 # (docs/events.md, "A fetch that stalled the broker"). The index makes each lookup a search.
 HEADER_INDEX_SQL="create index if not exists minizon_header_record on header (topition, offset_id)"
 
 header_index() {
-    local db="$1/tansu.db"
+    local db="$1/tansu.db" created
     if command -v sqlite3 >/dev/null; then
-        sqlite3 -cmd ".timeout 10000" "$db" "$HEADER_INDEX_SQL"
+        sqlite3 -cmd ".timeout 10000" "$db" "$HEADER_INDEX_SQL" && created=1
     elif command -v python3 >/dev/null; then
         python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=10); c.execute(sys.argv[2]); c.commit()' \
-            "$db" "$HEADER_INDEX_SQL"
+            "$db" "$HEADER_INDEX_SQL" && created=1
     else
-        log "WARNING: neither sqlite3 nor python3 is installed: the broker's header index is missing, and a consumer" \
-            "catching up on a backlog will stall it (apt-get install sqlite3)"
-        return 0
+        log "neither sqlite3 nor python3 is installed (apt-get install sqlite3)"
     fi
-    log "header index in place"
+    # The broker runs either way: without the index it works until a consumer has a backlog to catch up on.
+    if [[ -n "${created:-}" ]]; then
+        log "header index in place"
+    else
+        log "WARNING: the broker's header index is missing: a consumer catching up on a backlog will stall the broker"
+    fi
 }
 
 start() {

@@ -42,7 +42,8 @@ pub struct LogArgs {
     pub otlp_endpoint: Option<String>,
     /// OpenTelemetry off altogether (the standard `OTEL_SDK_DISABLED`): no spans, no trace context taken from
     /// callers or passed on, logs without trace ids. For measuring what tracing costs.
-    #[arg(long, env = "OTEL_SDK_DISABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "OTEL_SDK_DISABLED", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub otel_sdk_disabled: bool,
 }
 
