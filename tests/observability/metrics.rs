@@ -81,6 +81,12 @@ async fn a_real_prometheus_scrapes_loms_and_sees_the_create_order_rate() {
         "no CreateOrder OK count in:\n{exposition}"
     );
     assert!(exposition.contains("grpc_server_handling_seconds_bucket{"), "the latency is a histogram");
+    // The order's transaction waited for a pool connection (if only for nanoseconds), and the wait was counted.
+    assert!(
+        exposition.lines().any(|line| line.starts_with("db_pool_acquire_wait_seconds_count{") && !line.ends_with(" 0")),
+        "no pool waits counted in:\n{exposition}"
+    );
+    assert!(exposition.contains("db_pool_waiters{"), "no pool waiters gauge in:\n{exposition}");
 
     let dir = std::env::temp_dir().join(format!("minizon-prometheus-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("a temp dir");

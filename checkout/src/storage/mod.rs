@@ -45,7 +45,7 @@ impl Storage {
     /// Whether the database answers a trivial query (on SQLite, through the writer every change needs).
     pub async fn ping(&self) -> bool {
         match self {
-            Self::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
+            Self::Postgres(store) => store.pool().ping().await,
             Self::Sqlite(store) => store.pools().ping().await,
         }
     }

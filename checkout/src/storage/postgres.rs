@@ -5,7 +5,8 @@
 
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::{PgPool, Postgres, migrate::MigrateDatabase};
+use minizon_common::db::PgPool;
+use sqlx::{Postgres, migrate::MigrateDatabase};
 
 use crate::{
     domain::{AddOutcome, Cart, CartStore, CartVersion, Count, Sku, UserId},
@@ -27,7 +28,8 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 
 /// Applies the migrations in `migrations/checkout/postgres` that have not run yet.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::migrate!("../migrations/checkout/postgres").run(pool).await.context("migrate the cart database")
+    let mut connection = pool.acquire().await.context("connect to the cart database")?;
+    sqlx::migrate!("../migrations/checkout/postgres").run(&mut connection).await.context("migrate the cart database")
 }
 
 /// Carts in PostgreSQL.
@@ -68,7 +70,7 @@ impl CartStore for PostgresCartStore {
               order by i.sku",
         )
         .bind(user.get())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.pool.acquire().await?)
         .await?;
         super::cart_from_rows(
             rows.into_iter().map(|(version, sku, count)| (version, sku, count.map(i64::from))).collect(),
@@ -187,7 +189,7 @@ impl CartStore for PostgresCartStore {
         )
         .bind(user.get())
         .bind(version.0)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.pool.acquire().await?)
         .await?;
         Ok(cleared)
     }
@@ -196,7 +198,7 @@ impl CartStore for PostgresCartStore {
         let bumped = sqlx::query("update carts set version = version + 1 where user_id = $1 and version = $2")
             .bind(user.get())
             .bind(version.0)
-            .execute(&self.pool)
+            .execute(&mut *self.pool.acquire().await?)
             .await?;
         Ok(bumped.rows_affected() == 1)
     }

@@ -32,7 +32,7 @@ impl SqliteCartStore {
     pub async fn connect(url: &str, readers: u32) -> anyhow::Result<Self> {
         let pools = minizon_common::db::connect_sqlite(url, readers).await.context("open the cart database")?;
         sqlx::migrate!("../migrations/checkout/sqlite")
-            .run(&pools.writer)
+            .run(&mut pools.writer.acquire().await?)
             .await
             .context("migrate the cart database")?;
         Ok(Self { pools })
@@ -95,7 +95,7 @@ impl CartStore for SqliteCartStore {
               order by i.sku",
         )
         .bind(user.get())
-        .fetch_all(&self.pools.reader)
+        .fetch_all(&mut *self.pools.reader.acquire().await?)
         .await?;
         super::cart_from_rows(rows)
     }
@@ -265,7 +265,10 @@ mod tests {
         let refused = store.add(user(1), sku(7), count(4), 3).await.unwrap();
 
         assert_eq!(refused, AddOutcome::Refused { current: 0 });
-        let carts: i64 = sqlx::query_scalar("select count(*) from carts").fetch_one(&store.pools.reader).await.unwrap();
+        let carts: i64 = sqlx::query_scalar("select count(*) from carts")
+            .fetch_one(&mut *store.pools.reader.acquire().await.unwrap())
+            .await
+            .unwrap();
         assert_eq!(carts, 0);
     }
 

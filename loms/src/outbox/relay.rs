@@ -7,6 +7,7 @@ use std::{
 };
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use minizon_common::db::PgPool;
 use minizon_common::kafka::{
     HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, HEADER_TRACEPARENT, idempotent_producer_config,
 };
@@ -16,7 +17,6 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
 };
-use sqlx::PgPool;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;

@@ -22,7 +22,7 @@ impl OutboxSource {
         let rows = match self {
             Self::Postgres { pool, .. } => {
                 sqlx::query("select id, event_id::text as event_id from outbox where sent_at is not null order by id")
-                    .fetch_all(pool)
+                    .fetch_all(&mut *pool.acquire().await?)
                     .await?
                     .iter()
                     .map(|row| Ok(SentEvent { id: row.try_get("id")?, event_id: row.try_get("event_id")? }))
@@ -30,7 +30,7 @@ impl OutboxSource {
             }
             Self::Sqlite { pools, .. } => {
                 sqlx::query("select id, event_id from outbox where sent_at is not null order by id")
-                    .fetch_all(&pools.reader)
+                    .fetch_all(&mut *pools.reader.acquire().await?)
                     .await?
                     .iter()
                     .map(|row| Ok(SentEvent { id: row.try_get("id")?, event_id: row.try_get("event_id")? }))
@@ -49,7 +49,7 @@ impl OutboxSource {
             Self::Postgres { pool, .. } => {
                 Ok(sqlx::query("update outbox set sent_at = null where id = any($1) and sent_at is not null")
                     .bind(ids)
-                    .execute(pool)
+                    .execute(&mut *pool.acquire().await?)
                     .await?
                     .rows_affected())
             }

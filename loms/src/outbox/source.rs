@@ -14,8 +14,9 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use minizon_common::db::PgPool;
 use minizon_common::db::SqlitePools;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -130,7 +131,10 @@ impl OutboxSource {
                 Ok(Claim { rows, lock: Some(tx) })
             }
             Self::Sqlite { pools, .. } => {
-                let rows = sqlx::query_as(SQLITE_CLAIM).bind(i64::from(batch)).fetch_all(&pools.reader).await?;
+                let rows = sqlx::query_as(SQLITE_CLAIM)
+                    .bind(i64::from(batch))
+                    .fetch_all(&mut *pools.reader.acquire().await?)
+                    .await?;
                 Ok(Claim { rows, lock: None })
             }
         }
@@ -199,12 +203,12 @@ impl OutboxSource {
                 "update outbox set parked_at = null, park_reason = null where event_id = $1 and parked_at is not null",
             )
             .bind(event_id)
-            .execute(pool)
+            .execute(&mut *pool.acquire().await?)
             .await?
             .rows_affected(),
             (Self::Postgres { pool, .. }, Republish::All) => {
                 sqlx::query("update outbox set parked_at = null, park_reason = null where parked_at is not null")
-                    .execute(pool)
+                    .execute(&mut *pool.acquire().await?)
                     .await?
                     .rows_affected()
             }
@@ -247,7 +251,7 @@ impl OutboxSource {
                             count(*) filter (where parked_at is not null)
                      from outbox where sent_at is null",
                 )
-                .fetch_one(pool)
+                .fetch_one(&mut *pool.acquire().await?)
                 .await?;
                 (unsent, age, parked)
             }
@@ -258,7 +262,7 @@ impl OutboxSource {
                             count(*) filter (where parked_at is not null)
                      from outbox where sent_at is null",
                 )
-                .fetch_one(&pools.reader)
+                .fetch_one(&mut *pools.reader.acquire().await?)
                 .await?;
                 (unsent, oldest.map(|at| (Utc::now().timestamp_millis() - at) as f64 / 1000.0), parked)
             }
@@ -278,7 +282,7 @@ impl OutboxSource {
                 )
                 .bind(retention.as_secs_f64())
                 .bind(PRUNE_CHUNK)
-                .execute(pool)
+                .execute(&mut *pool.acquire().await?)
                 .await?
                 .rows_affected(),
                 Self::Sqlite { pools, .. } => {

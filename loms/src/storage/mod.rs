@@ -89,7 +89,7 @@ impl Storage {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         match &self.backend {
-            Store::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
+            Store::Postgres(store) => store.pool().ping().await,
             Store::Sqlite(store) => store.pools().ping().await,
         }
     }

@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Row, Transaction, postgres::PgRow};
+use minizon_common::db::PgPool;
+use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
 
 use super::{
     after_commit::AfterCommit,
@@ -90,7 +91,10 @@ impl PgStore {
         minizon_common::db::ensure_postgres_database(url).await.context("create the LOMS database")?;
         let pool =
             minizon_common::db::connect_postgres(url, max_connections).await.context("connect to the LOMS database")?;
-        sqlx::migrate!("../migrations/loms/postgres").run(&pool).await.context("migrate the LOMS database")?;
+        sqlx::migrate!("../migrations/loms/postgres")
+            .run(&mut pool.acquire().await?)
+            .await
+            .context("migrate the LOMS database")?;
         Ok(Self { pool, after_commit: AfterCommit::new(stock_cache) })
     }
 
@@ -152,7 +156,7 @@ impl PgStore {
         )
         .bind(user.get())
         .bind(&idempotency.key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.pool.acquire().await?)
         .await?
         .ok_or_else(|| corrupt("an idempotency key conflicted but its order is gone"))?;
         idempotency.replay(
@@ -540,7 +544,7 @@ impl OrderStore for PgStore {
              where o.id = $1 order by i.sku",
         )
         .bind(id.get())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.pool.acquire().await?)
         .await?;
         let (user, status, ..) = *rows.first().ok_or(LomsError::OrderNotFound(id))?;
         Ok(Order {
@@ -556,7 +560,7 @@ impl OrderStore for PgStore {
             "select from_status, to_status, reason, detail, at from order_status_history where order_id = $1 order by id",
         )
         .bind(id.get())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.pool.acquire().await?)
         .await?;
         if rows.is_empty() {
             return Err(LomsError::OrderNotFound(id));
@@ -619,7 +623,7 @@ impl StockStore for PgStore {
         let rows =
             sqlx::query("select warehouse_id, sku, on_hand, reserved from stocks where sku = $1 order by warehouse_id")
                 .bind(i64::from(sku.get()))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.pool.acquire().await?)
                 .await?;
         rows.iter().map(stock_level).collect()
     }
@@ -632,7 +636,7 @@ impl PgStore {
              where sku = $1 and on_hand > reserved order by warehouse_id",
         )
         .bind(i64::from(sku.get()))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.pool.acquire().await?)
         .await?;
         rows.into_iter()
             .map(|(warehouse, available)| {

@@ -57,7 +57,10 @@ impl SqliteStore {
     pub async fn connect(url: &str, stock_cache: StockCache) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let pools = minizon_common::db::connect_sqlite(url, 4).await.context("open the LOMS SQLite database")?;
-        sqlx::migrate!("../migrations/loms/sqlite").run(&pools.writer).await.context("migrate the LOMS database")?;
+        sqlx::migrate!("../migrations/loms/sqlite")
+            .run(&mut pools.writer.acquire().await?)
+            .await
+            .context("migrate the LOMS database")?;
         Ok(Self { pools, after_commit: AfterCommit::new(stock_cache) })
     }
 
@@ -135,7 +138,7 @@ impl SqliteStore {
              where sku = ?1 and on_hand > reserved order by warehouse_id",
         )
         .bind(i64::from(sku.get()))
-        .fetch_all(&self.pools.reader)
+        .fetch_all(&mut *self.pools.reader.acquire().await?)
         .await?;
         rows.into_iter()
             .map(|(warehouse, available)| {
@@ -530,7 +533,7 @@ impl OrderStore for SqliteStore {
             "select from_status, to_status, reason, detail, at from order_status_history where order_id = ?1 order by id",
         )
         .bind(id.get())
-        .fetch_all(&self.pools.reader)
+        .fetch_all(&mut *self.pools.reader.acquire().await?)
         .await?;
         if rows.is_empty() {
             return Err(LomsError::OrderNotFound(id));
@@ -589,7 +592,7 @@ impl StockStore for SqliteStore {
         let rows =
             sqlx::query("select warehouse_id, sku, on_hand, reserved from stocks where sku = ?1 order by warehouse_id")
                 .bind(i64::from(sku.get()))
-                .fetch_all(&self.pools.reader)
+                .fetch_all(&mut *self.pools.reader.acquire().await?)
                 .await?;
         rows.iter().map(stock_level).collect()
     }

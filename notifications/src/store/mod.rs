@@ -140,7 +140,7 @@ impl ProcessedEvents {
     /// waits while a claim is open).
     pub async fn ping(&self) -> bool {
         match self {
-            Self::Postgres(store) => minizon_common::db::ping(store.pool().clone()).await,
+            Self::Postgres(store) => store.pool().ping().await,
             Self::Sqlite(store) => store.pools().ping().await,
         }
     }

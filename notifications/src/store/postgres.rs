@@ -9,7 +9,8 @@ use std::time::Duration;
 use super::Handled;
 
 use anyhow::Context as _;
-use sqlx::{PgPool, Postgres, Transaction};
+use minizon_common::db::PgPool;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 /// Rows deleted per pruning statement, so that no statement holds its locks for long.
@@ -37,7 +38,7 @@ impl PgProcessedEvents {
             .await
             .context("connect to the notifications database")?;
         sqlx::migrate!("../migrations/notifications/postgres")
-            .run(&pool)
+            .run(&mut pool.acquire().await?)
             .await
             .context("migrate the notifications database")?;
         Ok(Self { pool })
@@ -80,7 +81,7 @@ impl PgProcessedEvents {
         .bind(event_id)
         .bind(sink)
         .bind(order_id)
-        .execute(&self.pool)
+        .execute(&mut *self.pool.acquire().await?)
         .await?;
         Ok(())
     }
@@ -93,7 +94,7 @@ impl PgProcessedEvents {
         .bind(event_id)
         .bind(order_id)
         .bind(outcome.as_str())
-        .execute(&self.pool)
+        .execute(&mut *self.pool.acquire().await?)
         .await?;
         Ok(())
     }
@@ -102,7 +103,7 @@ impl PgProcessedEvents {
     pub async fn handled_among(&self, event_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
         sqlx::query_scalar("select event_id from handled_events where event_id = any($1)")
             .bind(event_ids)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.pool.acquire().await?)
             .await
     }
 
@@ -121,7 +122,7 @@ impl PgProcessedEvents {
             let deleted = sqlx::query(delete)
                 .bind(retention.as_secs_f64())
                 .bind(i64::from(PRUNE_CHUNK))
-                .execute(&self.pool)
+                .execute(&mut *self.pool.acquire().await?)
                 .await?
                 .rows_affected();
             total += deleted;

@@ -50,7 +50,7 @@ impl SqliteProcessedEvents {
         // opens, and it is only ever idle.
         let pools = minizon_common::db::connect_sqlite(url, 1).await.context("open the notifications database")?;
         sqlx::migrate!("../migrations/notifications/sqlite")
-            .run(&pools.writer)
+            .run(&mut pools.writer.acquire().await?)
             .await
             .context("migrate the notifications database")?;
         Ok(Self { pools })
@@ -107,7 +107,7 @@ impl SqliteProcessedEvents {
             "select event_id from handled_events where event_id in (select value from json_each(?1))",
         )
         .bind(ids)
-        .fetch_all(&self.pools.reader)
+        .fetch_all(&mut *self.pools.reader.acquire().await?)
         .await?;
         // Only this worker writes the table, always in the hyphenated form.
         Ok(found.iter().filter_map(|id| Uuid::parse_str(id).ok()).collect())
@@ -175,7 +175,10 @@ mod tests {
     }
 
     async fn rows(store: &SqliteProcessedEvents) -> i64 {
-        sqlx::query_scalar("select count(*) from processed_events").fetch_one(&store.pools.writer).await.unwrap()
+        sqlx::query_scalar("select count(*) from processed_events")
+            .fetch_one(&mut *store.pools.writer.acquire().await.unwrap())
+            .await
+            .unwrap()
     }
 
     /// Claims as the worker does: an unavailable database (another process holding the write lock beyond the
@@ -390,7 +393,7 @@ mod tests {
         )
         .bind(old)
         .bind(now_millis() - 2 * day)
-        .execute(&store.pools.writer)
+        .execute(&mut *store.pools.writer.acquire().await.unwrap())
         .await
         .unwrap();
         let recent = Uuid::now_v7();

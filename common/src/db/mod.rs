@@ -1,9 +1,14 @@
-//! Database helpers shared by the PostgreSQL storage modules.
+//! Database helpers shared by the storage modules: opening pools, classifying errors, health.
+
+mod pool;
 
 use std::time::Duration;
 
+pub use pool::{
+    POOL_ACQUIRE_WAIT, POOL_CONNECTIONS, POOL_MAX_CONNECTIONS, POOL_WAITERS, PgPool, Pool, SqlitePool, describe_metrics,
+};
 use sqlx::{
-    ConnectOptions, PgPool,
+    ConnectOptions,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use tokio_util::sync::CancellationToken;
@@ -39,8 +44,7 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         .test_before_acquire(false)
         .connect_with(options)
         .await?;
-    report_pool(pool.clone(), name);
-    Ok(pool)
+    Ok(Pool::new(pool, name))
 }
 
 /// True when the error is transient: the database cannot be reached now, or cannot do the work now (busy,
@@ -91,26 +95,6 @@ pub fn is_retryable_conflict(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
-/// Pings the database every `every` and reports the result through the health service until `shutdown`.
-pub fn watch_health(
-    pool: PgPool,
-    reporter: HealthReporter,
-    services: &'static [&'static str],
-    every: Duration,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    watch(move || ping(pool.clone()), reporter, services, every, shutdown)
-}
-
-/// True when a connection of `pool` (any backend) answers a ping.
-pub async fn ping<DB: sqlx::Database>(pool: sqlx::Pool<DB>) -> bool {
-    use sqlx::Connection as _;
-    match pool.acquire().await {
-        Ok(mut conn) => conn.ping().await.is_ok(),
-        Err(_) => false,
-    }
-}
-
 /// Runs `probe` every `every` (each try bounded by `every`) and reports SERVING / NOT_SERVING for `services`,
 /// logging each change, until `shutdown`.
 pub fn watch<F, Fut>(
@@ -150,8 +134,8 @@ where
 /// WAL lets run beside it. An in-memory database lives in one connection, so both pools are that connection.
 #[derive(Debug, Clone)]
 pub struct SqlitePools {
-    pub writer: sqlx::SqlitePool,
-    pub reader: sqlx::SqlitePool,
+    pub writer: SqlitePool,
+    pub reader: SqlitePool,
 }
 
 impl SqlitePools {
@@ -163,7 +147,7 @@ impl SqlitePools {
 
     /// Whether the database answers, through the writer every change needs.
     pub async fn ping(&self) -> bool {
-        ping(self.writer.clone()).await
+        self.writer.ping().await
     }
 
     /// Closes the readers, then the writer (which checkpoints the write-ahead log into the file).
@@ -199,7 +183,7 @@ pub async fn connect_sqlite(url: &str, readers: u32) -> Result<SqlitePools, sqlx
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        report_pool(pool.clone(), "memory".to_owned());
+        let pool = Pool::new(pool, "memory".to_owned());
         return Ok(SqlitePools { writer: pool.clone(), reader: pool });
     }
     // WAL keeps readers off the writer's back; NORMAL sync is durable across process crashes in WAL mode.
@@ -212,9 +196,10 @@ pub async fn connect_sqlite(url: &str, readers: u32) -> Result<SqlitePools, sqlx
     let name =
         options.get_filename().file_stem().map_or_else(|| "sqlite".into(), |stem| stem.to_string_lossy().into_owned());
     let reader = SqlitePoolOptions::new().max_connections(readers.max(1)).connect_with(options.read_only(true)).await?;
-    report_pool(writer.clone(), format!("{name}-writer"));
-    report_pool(reader.clone(), format!("{name}-reader"));
-    Ok(SqlitePools { writer, reader })
+    Ok(SqlitePools {
+        writer: Pool::new(writer, format!("{name}-writer")),
+        reader: Pool::new(reader, format!("{name}-reader")),
+    })
 }
 
 /// Takes our own `busy_timeout=` parameter out of a SQLite URL (sqlx refuses parameters it does not know).
@@ -254,38 +239,6 @@ impl Backend {
             Err(format!("unsupported database URL {url:?}: use postgres://… or sqlite://…"))
         }
     }
-}
-
-/// Connections a pool holds, by `pool` and `state` (`idle`, `in_use`).
-pub const POOL_CONNECTIONS: &str = "db_pool_connections";
-/// Most connections a pool may open, by `pool`.
-pub const POOL_MAX_CONNECTIONS: &str = "db_pool_max_connections";
-
-/// How often the pool gauges are refreshed.
-const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
-
-/// Registers the help texts of the pool series.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(POOL_CONNECTIONS, "Database connections of a pool, idle or in use.");
-    metrics::describe_gauge!(POOL_MAX_CONNECTIONS, "Most connections a database pool may open.");
-}
-
-/// Refreshes the pool's gauges every few seconds until the pool closes. `name` is the `pool` label.
-fn report_pool<DB: sqlx::Database>(pool: sqlx::Pool<DB>, name: String) {
-    tokio::spawn(async move {
-        let max = f64::from(pool.options().get_max_connections());
-        metrics::gauge!(POOL_MAX_CONNECTIONS, "pool" => name.clone()).set(max);
-        let idle = metrics::gauge!(POOL_CONNECTIONS, "pool" => name.clone(), "state" => "idle");
-        let in_use = metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "in_use");
-        while !pool.is_closed() {
-            let (size, free) = (pool.size(), pool.num_idle());
-            idle.set(free as f64);
-            in_use.set(f64::from(size).max(free as f64) - free as f64);
-            tokio::time::sleep(POOL_METRICS_EVERY).await;
-        }
-        idle.set(0.0);
-        in_use.set(0.0);
-    });
 }
 
 #[cfg(test)]
