@@ -37,11 +37,24 @@ type Answer = Result<(bool, i64), Code>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_mixing_winners_short_stock_and_repeated_keys_answers_each_call_as_if_alone() {
+    mixed_creates(1).await;
+}
+
+/// Two committers (PostgreSQL; SQLite always runs one): the next batch takes its locks while the one before
+/// commits, and the answers and the stock are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_committers_a_mixed_batch_answers_the_same() {
+    mixed_creates(2).await;
+}
+
+/// 120 concurrent CreateOrder calls of every kind, batched by `committers` committers, counted.
+async fn mixed_creates(committers: u8) {
     // Arrange: a short wait lets batches gather many calls, so they mix in one transaction.
     let loms = Arc::new(
         TestLoms::start_with(TestDb::new().await, |config| {
             config.write_batch.max_batch = 32;
             config.write_batch.max_wait = Duration::from_millis(10);
+            config.write_batch.committers = committers;
         })
         .await,
     );
@@ -249,22 +262,28 @@ impl Case {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_of_payments_and_cancellations_answers_each_call_as_if_alone() {
-    payments_and_cancellations(32).await;
+    payments_and_cancellations(32, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_batching_off_payments_and_cancellations_answer_the_same() {
-    payments_and_cancellations(1).await;
+    payments_and_cancellations(1, 1).await;
 }
 
-/// Many concurrent OrderPayed and CancelOrder calls, batched up to `max_batch`, counted.
-async fn payments_and_cancellations(max_batch: u16) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_committers_payments_and_cancellations_answer_the_same() {
+    payments_and_cancellations(32, 2).await;
+}
+
+/// Many concurrent OrderPayed and CancelOrder calls, batched up to `max_batch` by `committers` committers, counted.
+async fn payments_and_cancellations(max_batch: u16, committers: u8) {
     // Arrange: a short wait lets batches gather many calls, so they mix in one transaction. Each order takes 3
     // units of a sku stocked in two warehouses (split across both for some orders), 6 orders per case.
     let loms = Arc::new(
         TestLoms::start_with(TestDb::new().await, |config| {
             config.write_batch.max_batch = max_batch;
             config.write_batch.max_wait = Duration::from_millis(10);
+            config.write_batch.committers = committers;
         })
         .await,
     );

@@ -147,7 +147,7 @@ fn report_connections<DB: Database>(pool: sqlx::Pool<DB>, name: String) {
 
 #[cfg(test)]
 mod tests {
-    use metrics_exporter_prometheus::PrometheusBuilder;
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
     use sqlx::sqlite::SqlitePoolOptions;
 
     use super::*;
@@ -157,12 +157,17 @@ mod tests {
         text.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
     }
 
-    #[tokio::test]
-    async fn a_caller_waiting_for_the_last_connection_is_counted_until_it_gets_it() {
+    /// A watched pool of one connection, labelled `one`, with the exposition of its own recorder.
+    async fn pool_of_one() -> (SqlitePool, PrometheusHandle) {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let sqlite = SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
-        let pool = metrics::with_local_recorder(&recorder, || Pool::new(sqlite, "one".to_owned()));
+        (metrics::with_local_recorder(&recorder, || Pool::new(sqlite, "one".to_owned())), handle)
+    }
+
+    #[tokio::test]
+    async fn a_caller_waiting_for_the_last_connection_is_counted_until_it_gets_it() {
+        let (pool, handle) = pool_of_one().await;
         let waiters = r#"db_pool_waiters{pool="one"}"#;
         let waits = r#"db_pool_acquire_wait_seconds_count{pool="one"}"#;
 
@@ -191,10 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_gives_up_waiting_leaves_the_count() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let sqlite = SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.unwrap();
-        let pool = metrics::with_local_recorder(&recorder, || Pool::new(sqlite, "one".to_owned()));
+        let (pool, handle) = pool_of_one().await;
 
         let _held = pool.acquire().await.unwrap();
         let gave_up = tokio::time::timeout(Duration::from_millis(50), pool.acquire()).await;

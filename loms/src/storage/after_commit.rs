@@ -32,6 +32,7 @@ impl AfterCommit {
     where
         LomsError: From<sqlx::Error>,
     {
+        super::batch::committing();
         let committed = tx.commit().await;
         // A commit whose reply was lost may still have happened: forget the skus either way.
         self.stock.changed(skus);

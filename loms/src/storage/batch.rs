@@ -4,7 +4,7 @@
 //! once, and a batch is made of the calls that queued up behind the commit in flight (optionally waiting up to
 //! `max_wait` for more). A call is answered only after its batch committed.
 
-use std::{sync::Arc, time::Duration};
+use std::{cell::Cell, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -88,19 +88,27 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         Fut: Future<Output = Vec<Resp>> + Send,
     {
         let (queue, calls) = mpsc::unbounded_channel();
-        // The committers take turns at the queue: one gathers a batch while the others commit theirs.
+        // The committers take turns at the queue: one holds it from gathering its batch until that batch sends
+        // its COMMIT ([`committing`]), then the next gathers the calls queued meanwhile and takes its locks while
+        // the first one's COMMIT flushes. Handing the queue over earlier (right after gathering) would split the
+        // calls into smaller batches, one WAL flush each, for no overlap the locks allow anyway.
         let calls = Arc::new(tokio::sync::Mutex::new(calls));
         for _ in 0..config.committers.max(1) {
             let (calls, mut commit) = (calls.clone(), commit.clone());
             tokio::spawn(async move {
                 loop {
-                    // The queue is held only while gathering, not while committing.
-                    let batch = {
-                        let mut calls = calls.lock().await;
-                        gather(&mut calls, config).await
-                    };
-                    let Some(batch) = batch else { break };
-                    commit_batch(kind, batch, &mut commit).await;
+                    let mut queue = calls.lock().await;
+                    let Some(batch) = gather(&mut queue, config).await else { break };
+                    let (handoff, committing) = oneshot::channel();
+                    let committed = COMMITTING.scope(Cell::new(Some(handoff)), commit_batch(kind, batch, &mut commit));
+                    tokio::pin!(committed);
+                    tokio::select! {
+                        () = &mut committed => continue,
+                        // Sent, or dropped by a batch that ended without a COMMIT of its own.
+                        _ = committing => {}
+                    }
+                    drop(queue);
+                    committed.await;
                 }
             });
         }
@@ -121,6 +129,22 @@ impl<Req: Send + 'static, T: Send + 'static> Batcher<Req, Result<T, LomsError>> 
     pub(super) async fn call(&self, request: Req) -> Result<T, LomsError> {
         self.enqueue(request).await.map_err(|_| LomsError::Internal("the write batch committer stopped".into()))?
     }
+}
+
+tokio::task_local! {
+    /// The committer's handoff of its queue, while it runs a batch.
+    static COMMITTING: Cell<Option<oneshot::Sender<()>>>;
+}
+
+/// Tells the committer running this task's batch, if any, that the batch is sending its COMMIT: the next committer
+/// may gather its own batch now (see [`Batcher::spawn`]). A store calls it right before every COMMIT; outside a
+/// batch, or after the first COMMIT of a batch, it does nothing.
+pub(super) fn committing() {
+    let _ = COMMITTING.try_with(|handoff| {
+        if let Some(handoff) = handoff.take() {
+            let _ = handoff.send(());
+        }
+    });
 }
 
 /// Commits one gathered batch and answers each of its calls.
@@ -389,26 +413,37 @@ mod tests {
     /// The sizes of the batches committed so far.
     type Sizes = Arc<Mutex<Vec<usize>>>;
 
-    /// A batcher whose commits record their sizes and wait for a permit of `gate` each.
+    /// A batcher whose commits record their sizes, send their COMMIT at once and wait for a permit of `gate` each
+    /// for it to complete.
     fn gated(max_batch: u16) -> (Batcher<u32, u32>, Sizes, Arc<Semaphore>) {
         gated_with(max_batch, 1)
     }
 
     /// [`gated`] with `committers` batches in flight at most.
     fn gated_with(max_batch: u16, committers: u8) -> (Batcher<u32, u32>, Sizes, Arc<Semaphore>) {
+        let (batcher, sizes, writes, gate) = gated_writes(max_batch, committers);
+        writes.add_permits(Semaphore::MAX_PERMITS);
+        (batcher, sizes, gate)
+    }
+
+    /// [`gated_with`], its batches also waiting for a permit of the first semaphore before their COMMIT (their
+    /// locks and writes); the second is the COMMIT's own gate.
+    fn gated_writes(max_batch: u16, committers: u8) -> (Batcher<u32, u32>, Sizes, Arc<Semaphore>, Arc<Semaphore>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(Semaphore::new(0));
-        let (seen, permits) = (sizes.clone(), gate.clone());
+        let (writes, gate) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+        let (seen, written, permits) = (sizes.clone(), writes.clone(), gate.clone());
         let config = BatchConfig { max_batch, max_wait: Duration::ZERO, committers };
         let batcher = Batcher::spawn(config, BatchKind::Create, move |calls: Vec<u32>| {
-            let (seen, permits) = (seen.clone(), permits.clone());
+            let (seen, written, permits) = (seen.clone(), written.clone(), permits.clone());
             async move {
                 seen.lock().unwrap().push(calls.len());
+                written.acquire().await.unwrap().forget();
+                committing();
                 permits.acquire().await.unwrap().forget();
                 calls.into_iter().map(|call| call * 10).collect()
             }
         });
-        (batcher, sizes, gate)
+        (batcher, sizes, writes, gate)
     }
 
     #[tokio::test]
@@ -431,6 +466,26 @@ mod tests {
         gate.add_permits(3);
         assert_eq!((first.await.unwrap(), second.await.unwrap(), third.await.unwrap()), (10, 20, 30));
         assert_eq!(*sizes.lock().unwrap(), vec![1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn the_next_committer_gathers_only_once_the_batch_before_sends_its_commit() {
+        let (batcher, sizes, writes, gate) = gated_writes(64, 2);
+        let first = batcher.enqueue(1);
+        until(|| sizes.lock().unwrap().len() == 1).await;
+        // The first batch is still taking its locks and writing: calls queued now wait for its COMMIT...
+        let (second, third) = (batcher.enqueue(2), batcher.enqueue(3));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![1], "no second batch before the first one's COMMIT");
+        // ...and form one batch, which runs while the first COMMIT is still in flight.
+        writes.add_permits(1);
+        until(|| sizes.lock().unwrap().len() == 2).await;
+        assert_eq!(*sizes.lock().unwrap(), vec![1, 2]);
+        writes.add_permits(1);
+        gate.add_permits(2);
+        assert_eq!((first.await.unwrap(), second.await.unwrap(), third.await.unwrap()), (10, 20, 30));
     }
 
     #[tokio::test]

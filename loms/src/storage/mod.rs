@@ -3,7 +3,9 @@
 
 mod after_commit;
 pub mod batch;
+mod command_batches;
 mod decode;
+mod new_orders;
 pub mod postgres;
 mod records;
 pub mod sqlite;

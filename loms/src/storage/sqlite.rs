@@ -26,9 +26,8 @@ use super::{
     stock_cache::StockCache,
 };
 use crate::domain::{
-    Command, CreateOrder, CreateOutcome, IdempotencyKey, Ledger, LomsError, Order, OrderId, OrderLines, OrderState,
-    OrderStore, RecordedTransition, RefundState, Reservation, Sku, StockLevel, StockStore, UserId, WarehouseId, decide,
-    place,
+    Command, CreateOrder, CreateOutcome, Ledger, LomsError, Order, OrderId, OrderLines, OrderState, OrderStore,
+    RecordedTransition, RefundState, Reservation, Sku, StockLevel, StockStore, WarehouseId, decide,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -83,11 +82,14 @@ impl SqliteStore {
         Ok(self.pools.write().await?)
     }
 
+    /// One CreateOrder: a batch of one ([`batch`]), so both paths share one set of statements.
     async fn try_create(&self, request: &CreateOrder) -> Result<CreateOutcome, LomsError> {
-        let mut tx = self.write().await?;
-        let reply = create_in(&mut tx, request).await?;
-        self.after_commit.commit(tx, request.lines.iter().map(|(sku, _)| sku)).await?;
-        reply
+        use super::batch::CreateBatch as _;
+        let calls = std::slice::from_ref(request);
+        self.try_create_batch(calls)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(LomsError::Internal("a batch of one went unanswered".into())))
     }
 
     /// Runs one command on one order: decide on the order as stored, settle its stock, write (its events in the
@@ -187,49 +189,6 @@ impl SqliteStore {
     }
 }
 
-/// CreateOrder inside the write transaction `tx`: the stored answer to a repeated key, or the new order placed and
-/// written. The outer error is a failed statement; the inner result is the call's answer once `tx` commits.
-async fn create_in(tx: &mut Tx, request: &CreateOrder) -> Result<Result<CreateOutcome, LomsError>, LomsError> {
-    if let Some(idempotency) = &request.idempotency
-        && let Some(outcome) = replay(tx, request.user, idempotency).await?
-    {
-        return Ok(outcome);
-    }
-    let now = Utc::now();
-    let (key, hash) = match &request.idempotency {
-        Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
-        None => (None, None),
-    };
-    let order_id: i64 = sqlx::query_scalar(
-        "insert into orders (user_id, status, created_at, updated_at, idempotency_key, request_hash)
-             values (?1, 0, ?2, ?2, ?3, ?4) returning id",
-    )
-    .bind(request.user.get())
-    .bind(millis(now))
-    .bind(key)
-    .bind(hash)
-    .fetch_one(&mut **tx)
-    .await?;
-    let order_id = stored_order_id(order_id)?;
-    write_items(tx, order_id, &request.lines).await?;
-    let mut ledger = Ledger::new(stock_of_skus(tx, request.lines.iter().map(|(sku, _)| sku)).await?);
-    let placement = place(order_id, request, &mut ledger);
-    write_reservations(tx, order_id, &placement.reservations).await?;
-    apply_deltas(tx, &ledger).await?;
-    let deadline = match placement.payment_timeout {
-        Some(timeout) => Some(now + chrono::Duration::from_std(timeout).map_err(corrupt)?),
-        None => None,
-    };
-    sqlx::query("update orders set status = ?2, payment_deadline = ?3 where id = ?1")
-        .bind(order_id.get())
-        .bind(placement.status.code())
-        .bind(deadline.map(millis))
-        .execute(&mut **tx)
-        .await?;
-    record(tx, EventRows::of_requests([(order_id, request, placement.steps.as_slice())], now)).await?;
-    Ok(placement.reply)
-}
-
 /// What a command wrote inside a write transaction.
 struct Written {
     /// The caller's answer once the transaction commits (a late payment is written, then refused).
@@ -268,8 +227,8 @@ async fn command_in(
         for table in ["order_items", "reservations"] {
             sqlx::query(&format!("delete from {table} where order_id = ?1")).bind(id.get()).execute(&mut **tx).await?;
         }
-        write_items(tx, id, new_lines).await?;
-        write_reservations(tx, id, &reservations).await?;
+        write_items(tx, [(id, new_lines)]).await?;
+        write_reservations(tx, [(id, reservations.as_slice())]).await?;
         write_plans(tx, &[(&order, &plan, traceparent)], &ledger, now).await?;
         return Ok(Some(Written { reply: plan.reply, skus: both }));
     }
@@ -277,32 +236,6 @@ async fn command_in(
     let ledger = settle(tx, &decided).await?;
     write_plans(tx, &decided, &ledger, now).await?;
     Ok(Some(Written { reply: plan.reply, skus: order.lines.iter().map(|(sku, _)| sku).collect() }))
-}
-
-/// The first call's result for a repeated (user, key), or `None` when the key is new.
-async fn replay(
-    tx: &mut Tx,
-    user: UserId,
-    idempotency: &IdempotencyKey,
-) -> Result<Option<Result<CreateOutcome, LomsError>>, LomsError> {
-    let Some(row) = sqlx::query(
-        "select o.id, o.status, o.request_hash,
-                (select detail from order_status_history h where h.order_id = o.id order by h.id desc limit 1) as detail
-         from orders o where o.user_id = ?1 and o.idempotency_key = ?2",
-    )
-    .bind(user.get())
-    .bind(&idempotency.key)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(idempotency.replay(
-        row.get::<Option<String>, _>("request_hash").as_deref(),
-        stored_order_id(row.get("id"))?,
-        stored_status(row.get("status"))?,
-        row.get::<Option<String>, _>("detail").unwrap_or_default(),
-    )))
 }
 
 /// The orders `ids` as [`decide`] sees them, with their items (unknown ids are left out): two statements.
@@ -405,29 +338,46 @@ async fn write_plans(tx: &mut Tx, batch: &[Traced<'_>], ledger: &Ledger, now: Da
     record(tx, EventRows::of_plans(batch, now)).await
 }
 
-/// The order's items, one statement whatever their number.
-async fn write_items(tx: &mut Tx, order_id: OrderId, lines: &OrderLines) -> Result<(), LomsError> {
-    let items: Vec<(u32, u32)> = lines.iter().map(|(sku, count)| (sku.get(), count.get())).collect();
+/// Orders' items, one statement whatever their number.
+async fn write_items<'a>(
+    tx: &mut Tx,
+    orders: impl IntoIterator<Item = (OrderId, &'a OrderLines)>,
+) -> Result<(), LomsError> {
+    let items: Vec<(i64, u32, u32)> = orders
+        .into_iter()
+        .flat_map(|(order_id, lines)| lines.iter().map(move |(sku, count)| (order_id.get(), sku.get(), count.get())))
+        .collect();
     sqlx::query(
         "insert into order_items (order_id, sku, count)
-         select ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') from json_each(?2)",
+         select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+         from json_each(?1)",
     )
-    .bind(order_id.get())
     .bind(json(&items)?)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// The order's reservations, one statement whatever their number (the ledger holds the matching stock deltas).
-async fn write_reservations(tx: &mut Tx, order_id: OrderId, reservations: &[Reservation]) -> Result<(), LomsError> {
-    let rows: Vec<(u32, i64, u64)> = reservations.iter().map(|r| (r.sku.get(), r.warehouse.get(), r.count)).collect();
+/// Orders' reservations, one statement whatever their number (the ledger holds the matching stock deltas).
+async fn write_reservations<'a>(
+    tx: &mut Tx,
+    orders: impl IntoIterator<Item = (OrderId, &'a [Reservation])>,
+) -> Result<(), LomsError> {
+    let rows: Vec<(i64, u32, i64, u64)> = orders
+        .into_iter()
+        .flat_map(|(order_id, held)| {
+            held.iter().map(move |r| (order_id.get(), r.sku.get(), r.warehouse.get(), r.count))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "insert into reservations (order_id, sku, warehouse_id, count)
-         select ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-         from json_each(?2)",
+         select json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]')
+         from json_each(?1)",
     )
-    .bind(order_id.get())
     .bind(json(&rows)?)
     .execute(&mut **tx)
     .await?;

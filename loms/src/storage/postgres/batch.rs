@@ -1,47 +1,24 @@
 //! Group commit of CreateOrder on PostgreSQL: one transaction for a whole batch of calls (docs/architecture.md,
-//! "Group commit"). It takes an order id for every new order and locks the union of the batch's stock rows in the
-//! global order in one statement, runs [`place`] for each call in turn over one [`Ledger`] (so a later call sees
-//! the earlier calls' reservations: the answers are those of running the calls one by one in the batch's order),
-//! writes every order in one statement and commits once.
+//! "Group commit"), sorted and answered by [`NewOrders`]. It takes an order id for every new order and locks the
+//! union of the batch's stock rows in the global order in one statement, places the new orders over one
+//! [`Ledger`], writes every order in one statement and commits once.
 //!
-//! One call cannot fail its neighbours: a short stock is a failed order like any other; a key already stored is
-//! answered from the stored order and a key repeated inside the batch from its first use, before anything is
-//! written. A deadlock or serialization failure runs the batch again; any other failure before COMMIT runs the
-//! calls one by one on the per-call path, so a call that cannot be written fails alone.
-
-use std::collections::{BTreeSet, HashMap};
+//! A deadlock or serialization failure runs the batch again; any other failure before COMMIT runs the calls one by
+//! one on the per-call path, so a call that cannot be written fails alone.
 
 use chrono::Utc;
 use sqlx::Row;
 
 use super::{PgStore, Tx, bind_deltas, bind_events};
 use crate::{
-    domain::{CreateOrder, Ledger, LomsError, OrderId, OrderStatus, Placement, Sku, StockLevel, UserId, place},
+    domain::{CreateOrder, Ledger, LomsError, OrderId, StockLevel},
     storage::{
-        batch::{BatchKind, CreateAnswer, CreateBatch, commit_failed, first_with_same_key},
+        batch::{BatchKind, CreateAnswer, CreateBatch, commit_failed},
         decode::{stored_level, stored_order_id, stored_status},
+        new_orders::{NewOrders, StoredKey, StoredKeys},
         records::EventRows,
     },
 };
-
-/// How one call of a batch is answered.
-enum Outcome {
-    /// Its key was already stored: a replay of the stored order.
-    Stored(StoredKey),
-    /// It repeats the key of the batch's call at this index: a replay of that call's order.
-    Repeats(usize),
-    /// A new order, placed at this position of the batch's placements.
-    New(usize),
-}
-
-/// The order a (user, key) names, as a replay needs it.
-#[derive(Debug, Clone)]
-struct StoredKey {
-    order_id: OrderId,
-    status: OrderStatus,
-    request_hash: Option<String>,
-    last_detail: String,
-}
 
 #[async_trait::async_trait]
 impl CreateBatch for PgStore {
@@ -54,105 +31,33 @@ impl PgStore {
     /// One attempt at the batch. `Err` only when nothing was committed; a failed COMMIT (whose outcome is unknown)
     /// answers every call with the failure instead, so no call is run twice.
     async fn attempt_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
-        let repeats = first_with_same_key(calls);
+        let mut batch = NewOrders::new(calls);
         let mut tx = self.pool.begin().await?;
-        let mut stored = stored_keys(&mut tx, calls, &repeats).await?;
-        let mut outcomes = Vec::with_capacity(calls.len());
-        let mut new = Vec::new();
-        for (index, call) in calls.iter().enumerate() {
-            let outcome = match (repeats[index], &call.idempotency) {
-                (Some(first), _) => Outcome::Repeats(first),
-                (None, Some(idempotency)) => match stored.remove(&(call.user, idempotency.key.clone())) {
-                    Some(order) => Outcome::Stored(order),
-                    None => Outcome::New(push(&mut new, index)),
-                },
-                (None, None) => Outcome::New(push(&mut new, index)),
-            };
-            outcomes.push(outcome);
-        }
-        let mut placements = Vec::with_capacity(new.len());
-        if new.is_empty() {
+        let stored = stored_keys(&mut tx, &batch.keys_to_look_up()).await?;
+        let new = batch.sort(stored);
+        if new == 0 {
             tx.rollback().await?;
-        } else {
-            let skus: BTreeSet<i64> =
-                new.iter().flat_map(|&index| calls[index].lines.iter().map(|(sku, _)| i64::from(sku.get()))).collect();
-            let (ids, stock) =
-                lock_stock_for_new_orders(&mut tx, &skus.into_iter().collect::<Vec<_>>(), new.len()).await?;
-            let mut ledger = Ledger::new(stock);
-            for (&index, order_id) in new.iter().zip(ids) {
-                placements.push((index, order_id, place(order_id, &calls[index], &mut ledger)));
-            }
-            write_new_orders(&mut tx, calls, &placements, &ledger).await?;
-            let skus: Vec<Sku> = new.iter().flat_map(|&index| calls[index].lines.iter().map(|(sku, _)| sku)).collect();
-            if let Err(error) = self.after_commit.commit(tx, skus).await {
-                return Ok(commit_failed(BatchKind::Create, calls.len(), &error));
-            }
+            return Ok(batch.answers());
         }
-        Ok(answers(calls, outcomes, placements))
+        let skus: Vec<i64> = batch.skus().into_iter().map(|sku| i64::from(sku.get())).collect();
+        let (ids, stock) = lock_stock_for_new_orders(&mut tx, &skus, new).await?;
+        let mut ledger = Ledger::new(stock);
+        batch.place(ids, &mut ledger);
+        write_new_orders(&mut tx, &batch, &ledger).await?;
+        if let Err(error) = self.after_commit.commit(tx, batch.ordered_skus()).await {
+            return Ok(commit_failed(BatchKind::Create, calls.len(), &error));
+        }
+        Ok(batch.answers())
     }
 }
 
-/// Appends `index` to `new`, returning its position there.
-fn push(new: &mut Vec<usize>, index: usize) -> usize {
-    new.push(index);
-    new.len() - 1
-}
-
-/// Every call's answer, once the batch committed. A repeated key, whether stored before or used earlier in the
-/// batch, is answered by [`crate::domain::IdempotencyKey::replay`] of the order it names, exactly as a later call would be.
-fn answers(
-    calls: &[CreateOrder],
-    outcomes: Vec<Outcome>,
-    placements: Vec<(usize, OrderId, Placement)>,
-) -> Vec<CreateAnswer> {
-    let mut origins: Vec<Option<StoredKey>> = vec![None; calls.len()];
-    let mut replies: Vec<Option<CreateAnswer>> = Vec::with_capacity(placements.len());
-    for (index, order_id, placement) in placements {
-        origins[index] = Some(StoredKey {
-            order_id,
-            status: placement.status,
-            request_hash: calls[index].idempotency.as_ref().map(|key| key.request_hash.clone()),
-            last_detail: placement.steps.last().map(|step| step.transition.detail.clone()).unwrap_or_default(),
-        });
-        replies.push(Some(placement.reply));
+/// The stored orders of `keys` ((user, key) pairs). A key stored concurrently by another replica after this read
+/// makes the batch's write fail on the unique index, and its calls run one by one.
+async fn stored_keys(tx: &mut Tx, keys: &[(i64, &str)]) -> Result<StoredKeys, LomsError> {
+    if keys.is_empty() {
+        return Ok(StoredKeys::new());
     }
-    outcomes
-        .into_iter()
-        .enumerate()
-        .map(|(index, outcome)| {
-            let origin = match outcome {
-                Outcome::New(position) => {
-                    return replies[position].take().expect("each placement answers one call");
-                }
-                Outcome::Stored(stored) => stored,
-                Outcome::Repeats(first) => match &origins[first] {
-                    Some(origin) => origin.clone(),
-                    None => return Err(LomsError::Internal("a repeated key's first use has no order".into())),
-                },
-            };
-            let idempotency = calls[index].idempotency.as_ref().expect("only a keyed call replays");
-            origins[index] = Some(origin.clone());
-            idempotency.replay(origin.request_hash.as_deref(), origin.order_id, origin.status, origin.last_detail)
-        })
-        .collect()
-}
-
-/// The stored orders of the keys the batch's first uses carry. A key stored concurrently by another replica after
-/// this read makes the batch's write fail on the unique index, and its calls run one by one.
-async fn stored_keys(
-    tx: &mut Tx,
-    calls: &[CreateOrder],
-    repeats: &[Option<usize>],
-) -> Result<HashMap<(UserId, String), StoredKey>, LomsError> {
-    let (users, keys): (Vec<i64>, Vec<&str>) = calls
-        .iter()
-        .zip(repeats)
-        .filter(|(_, repeat)| repeat.is_none())
-        .filter_map(|(call, _)| Some((call.user.get(), call.idempotency.as_ref()?.key.as_str())))
-        .unzip();
-    if users.is_empty() {
-        return Ok(HashMap::new());
-    }
+    let (users, keys): (Vec<i64>, Vec<&str>) = keys.iter().copied().unzip();
     let rows = sqlx::query(
         "select o.user_id, o.idempotency_key, o.id, o.status, o.request_hash,
                 (select detail from order_status_history h where h.order_id = o.id order by h.id desc limit 1) as detail
@@ -218,19 +123,13 @@ pub(super) async fn lock_stock_for_new_orders(
 
 /// Writes the batch's new orders in one statement: the order rows with their final statuses, their items, their
 /// reservations and the ledger's stock deltas (on rows locked by [`lock_stock_for_new_orders`]), history and events.
-async fn write_new_orders(
-    tx: &mut Tx,
-    calls: &[CreateOrder],
-    placements: &[(usize, OrderId, Placement)],
-    ledger: &Ledger,
-) -> Result<(), LomsError> {
-    let orders = || placements.iter().map(|(index, order_id, placement)| (&calls[*index], *order_id, placement));
+async fn write_new_orders(tx: &mut Tx, batch: &NewOrders<'_>, ledger: &Ledger) -> Result<(), LomsError> {
     let (mut item_orders, mut item_skus, mut item_counts) = (Vec::new(), Vec::new(), Vec::<i32>::new());
     let (mut held_orders, mut held_skus, mut held_warehouses, mut held_counts) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::<i64>::new());
     let (mut ids, mut users, mut statuses, mut timeouts, mut keys, mut hashes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::<Option<f64>>::new(), Vec::new(), Vec::new());
-    for (call, order_id, placement) in orders() {
+    for (call, order_id, placement) in batch.placed() {
         let id = order_id.get();
         for (sku, count) in call.lines.iter() {
             item_orders.push(id);
@@ -252,7 +151,7 @@ async fn write_new_orders(
         hashes.push(call.idempotency.as_ref().map(|key| key.request_hash.as_str()));
     }
     let events = EventRows::of_requests(
-        orders().map(|(call, order_id, placement)| (order_id, call, placement.steps.as_slice())),
+        batch.placed().map(|(call, order_id, placement)| (order_id, call, placement.steps.as_slice())),
         Utc::now(),
     );
     let query = sqlx::query(concat!(

@@ -6,29 +6,18 @@
 //! orders by id, then stock rows by `(sku, warehouse_id)` — as by every other transaction, so a batch cannot
 //! deadlock with another batch, a single call or the sweep.
 //!
-//! One call cannot fail its neighbours: an unknown order, a refused step and a step already done are that call's
-//! answer, decided before anything is written. A deadlock or serialization failure runs the batch again; any other
-//! failure before COMMIT runs its calls one by one on the per-call path; a failed COMMIT answers every call
+//! The calls are decided by [`DecidedCommands`]. A deadlock or serialization failure runs the batch again; any
+//! other failure before COMMIT runs its calls one by one on the per-call path; a failed COMMIT answers every call
 //! UNAVAILABLE.
-
-use std::collections::{HashMap, HashSet};
 
 use super::{PgStore, lock_orders, settle_and_write};
 use crate::{
-    domain::{LomsError, OrderId, OrderState, Plan, Sku, decide},
+    domain::LomsError,
     storage::{
         batch::{BatchKind, CommandAnswer, CommandBatch, CommandCall, commit_failed},
-        records::Traced,
+        command_batches::{DecidedCommands, distinct_orders},
     },
 };
-
-/// How one call of a batch is answered.
-enum Outcome {
-    /// Decided without a write: an unknown order, a refusal, or a step already done.
-    Now(CommandAnswer),
-    /// By the plan at this position of the batch's plans, once they are committed.
-    Planned(usize),
-}
 
 #[async_trait::async_trait]
 impl CommandBatch for PgStore {
@@ -45,51 +34,17 @@ impl PgStore {
     /// One attempt at the batch. `Err` only when nothing was committed; a failed COMMIT (whose outcome is unknown)
     /// answers every call with the failure instead, so no call is run twice.
     async fn attempt_command_batch(&self, calls: &[CommandCall]) -> Result<Vec<CommandAnswer>, LomsError> {
-        let ids: Vec<OrderId> = calls.iter().map(|call| call.order).collect();
-        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
-            // Each order is locked, decided and written once: a second call on it would be answered wrongly.
-            // `rounds` keeps this from happening; should it, the calls run one by one.
-            return Err(LomsError::Internal("an order twice in one command batch".into()));
-        }
+        let ids = distinct_orders(calls)?;
         let mut tx = self.pool.begin().await?;
-        let mut locked: HashMap<OrderId, OrderState> =
-            lock_orders(&mut tx, &ids).await?.into_iter().map(|order| (order.id, order)).collect();
-        // Each plan with the trace of the call it answers, for its events.
-        let mut planned: Vec<(OrderState, Plan, Option<&str>)> = Vec::new();
-        let mut outcomes = Vec::with_capacity(calls.len());
-        for call in calls {
-            let Some(order) = locked.remove(&call.order) else {
-                outcomes.push(Outcome::Now(Err(LomsError::OrderNotFound(call.order))));
-                continue;
-            };
-            outcomes.push(match decide(&order, &call.command) {
-                Ok(Some(plan)) => {
-                    planned.push((order, plan, call.traceparent.as_deref()));
-                    Outcome::Planned(planned.len() - 1)
-                }
-                Ok(None) => Outcome::Now(Ok(())),
-                Err(refusal) => Outcome::Now(Err(refusal)),
-            });
-        }
-        if planned.is_empty() {
+        let decided = DecidedCommands::decide(calls, lock_orders(&mut tx, &ids).await?)?;
+        if decided.writes_nothing() {
             tx.rollback().await?;
-        } else {
-            let batch: Vec<Traced<'_>> = planned.iter().map(|(order, plan, trace)| (order, plan, *trace)).collect();
-            settle_and_write(&mut tx, &batch).await?;
-            let skus: Vec<Sku> =
-                planned.iter().flat_map(|(order, ..)| order.lines.iter().map(|(sku, _)| sku)).collect();
-            if let Err(error) = self.after_commit.commit(tx, skus).await {
-                return Ok(commit_failed(BatchKind::Command, calls.len(), &error));
-            }
+            return Ok(decided.answers());
         }
-        let mut replies: Vec<Option<CommandAnswer>> =
-            planned.into_iter().map(|(_, plan, _)| Some(plan.reply)).collect();
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Outcome::Now(answer) => answer,
-                Outcome::Planned(position) => replies[position].take().expect("each plan answers one call"),
-            })
-            .collect())
+        settle_and_write(&mut tx, &decided.plans()).await?;
+        if let Err(error) = self.after_commit.commit(tx, decided.skus()).await {
+            return Ok(commit_failed(BatchKind::Command, calls.len(), &error));
+        }
+        Ok(decided.answers())
     }
 }
