@@ -32,7 +32,7 @@ soak: build-bins kafka-install ## the fault suite: 10,000 orders while LOMS repl
 	$(BIN_DIR)/minizon-bench soak --bin-dir $(BIN_DIR) --report $(TARGET_DIR)/soak.md $(SOAK_ARGS)
 
 soak-smoke: build-bins kafka-install ## the fault suite in a few minutes (300 orders, one fault of each kind), as CI runs it
-	$(BIN_DIR)/minizon-bench soak --bin-dir $(BIN_DIR) --run-dir data/soak-smoke --port-base 57200 \
+	$(BIN_DIR)/minizon-bench soak --bin-dir $(BIN_DIR) --run-dir data/soak-smoke --port-base 27200 \
 	  --orders 300 --clients 16 --fault-window 30s --loms-kills 1 --notifications-kills 1 \
 	  --broker-pause 5s --receiver-outage 10s --settle-timeout 180s --report $(TARGET_DIR)/soak-smoke.md $(SOAK_ARGS)
 

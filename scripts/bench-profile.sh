@@ -16,7 +16,7 @@ pg="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
 db="minizon_bench_profile"
 bin="${CARGO_TARGET_DIR:-target}/release"
 out="target/bench/profile"
-addr="127.0.0.1:56071"
+addr="127.0.0.1:26071"
 mkdir -p "$out"
 
 pids=()

@@ -26,7 +26,8 @@ case "$mode" in
     sweep_orders="${BENCH_SWEEP_ORDERS:-100000}"
     pgbench_scale="${BENCH_PGBENCH_SCALE:-32}"
     backends="${BENCH_BACKENDS:-postgres sqlite}"
-    port_base="${BENCH_PORT_BASE:-56050}"
+    # Below 32768, outside Linux's ephemeral range, so no outgoing connection holds a port the services need.
+    port_base="${BENCH_PORT_BASE:-26050}"
     ;;
   smoke)
     profile=dev
@@ -36,7 +37,7 @@ case "$mode" in
     sweep_orders="${BENCH_SWEEP_ORDERS:-300}"
     pgbench_scale="${BENCH_PGBENCH_SCALE:-1}"
     backends="${BENCH_BACKENDS:-postgres sqlite}"
-    port_base="${BENCH_PORT_BASE:-56060}"
+    port_base="${BENCH_PORT_BASE:-26060}"
     ;;
   *)
     echo "usage: $0 [full|smoke]" >&2

@@ -47,7 +47,7 @@ pub enum Command {
     },
     /// Wait until a gRPC server answers its health check with SERVING (for scripts that just started one).
     Wait {
-        /// The server, e.g. `http://127.0.0.1:56051`.
+        /// The server, e.g. `http://127.0.0.1:26051`.
         url: String,
         /// How long to wait.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -158,7 +158,7 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// LOMS gRPC address.
-    #[arg(long, env = "BENCH_LOMS_URL", default_value = "http://127.0.0.1:56051")]
+    #[arg(long, env = "BENCH_LOMS_URL", default_value = "http://127.0.0.1:26051")]
     pub loms_url: String,
 
     /// LOMS admin token (stock seeding through LomsAdminV1/ImportStock).
@@ -175,7 +175,7 @@ pub struct RunArgs {
     pub checkout_url: Option<String>,
 
     /// ProductService gRPC address (the ListCart scenario takes its cart skus from the catalog).
-    #[arg(long, env = "BENCH_PRODUCT_URL", default_value = "http://127.0.0.1:56053")]
+    #[arg(long, env = "BENCH_PRODUCT_URL", default_value = "http://127.0.0.1:26053")]
     pub product_url: String,
 
     /// ProductService token.

@@ -43,8 +43,10 @@ pub struct SoakArgs {
     #[arg(long, env = "SOAK_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432")]
     pub postgres_url: String,
 
-    /// Ports of the soak's topology: the broker on this one, ProductService +1, Checkout +2, LOMS from +11.
-    #[arg(long, env = "SOAK_PORT_BASE", default_value_t = 57_100)]
+    /// Ports of the soak's topology: the broker on this one, ProductService +1, Checkout +2, LOMS from +11. Below
+    /// 32768, outside Linux's ephemeral range: a port there may be held at any moment by some outgoing connection
+    /// (a replica's own, to PostgreSQL), and a restarted service could not bind it.
+    #[arg(long, env = "SOAK_PORT_BASE", default_value_t = 27_100)]
     pub port_base: u16,
 
     /// LOMS replicas on one database.

@@ -67,14 +67,11 @@ impl<DB: Database> Pool<DB> {
         }
     }
 
-    /// A connection, counted as a waiter until it is handed over (or the caller gives up).
+    /// A connection, counted as a waiter and timed until it is handed over, the pool gives up (its acquire
+    /// timeout), or the caller does (its future dropped by a deadline).
     pub async fn acquire(&self) -> Result<PoolConnection<DB>, sqlx::Error> {
-        let started = Instant::now();
-        let waiting = Waiting::start(&self.waiters);
-        let connection = self.pool.acquire().await;
-        drop(waiting);
-        self.acquire_wait.record(started.elapsed());
-        connection
+        let _waiting = Waiting::start(self);
+        self.pool.acquire().await
     }
 
     /// A transaction on a connection of the pool (`BEGIN`).
@@ -110,20 +107,25 @@ impl<DB: Database> Pool<DB> {
     }
 }
 
-/// One caller counted in the waiters gauge for as long as it lives, so a caller that gives up (its future
-/// dropped by a deadline) leaves the count too.
-struct Waiting<'a>(&'a Gauge);
+/// One caller counted in the waiters gauge for as long as it lives, its wait recorded when it ends: so a caller
+/// that gives up (its future dropped by a deadline) leaves the count, and its wait is timed too.
+struct Waiting<'a> {
+    waiters: &'a Gauge,
+    acquire_wait: &'a Histogram,
+    started: Instant,
+}
 
 impl<'a> Waiting<'a> {
-    fn start(waiters: &'a Gauge) -> Self {
-        waiters.increment(1.0);
-        Self(waiters)
+    fn start<DB: Database>(pool: &'a Pool<DB>) -> Self {
+        pool.waiters.increment(1.0);
+        Self { waiters: &pool.waiters, acquire_wait: &pool.acquire_wait, started: Instant::now() }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.waiters.decrement(1.0);
+        self.acquire_wait.record(self.started.elapsed());
     }
 }
 
@@ -202,6 +204,12 @@ mod tests {
         let gave_up = tokio::time::timeout(Duration::from_millis(50), pool.acquire()).await;
 
         assert!(gave_up.is_err(), "the only connection is held");
-        assert_eq!(sample(&handle.render(), r#"db_pool_waiters{pool="one"}"#), Some(0.0));
+        let text = handle.render();
+        assert_eq!(sample(&text, r#"db_pool_waiters{pool="one"}"#), Some(0.0), "{text}");
+        assert_eq!(
+            sample(&text, r#"db_pool_acquire_wait_seconds_count{pool="one"}"#),
+            Some(2.0),
+            "the wait given up is timed: {text}"
+        );
     }
 }
