@@ -87,18 +87,10 @@ impl<'a> NewOrders<'a> {
         Outcome::New(self.new.len() - 1)
     }
 
-    /// The skus of the new orders, each once, in the global lock order.
+    /// The skus of the new orders, each once, in the global lock order (what the batch locks, and what the Stocks
+    /// cache forgets after the commit).
     pub(super) fn skus(&self) -> BTreeSet<Sku> {
-        self.new_calls().flat_map(|call| call.lines.iter().map(|(sku, _)| sku)).collect()
-    }
-
-    /// The skus of the new orders, as often as they are ordered (what the Stocks cache forgets after the commit).
-    pub(super) fn ordered_skus(&self) -> Vec<Sku> {
-        self.new_calls().flat_map(|call| call.lines.iter().map(|(sku, _)| sku)).collect()
-    }
-
-    fn new_calls(&self) -> impl Iterator<Item = &'a CreateOrder> + '_ {
-        self.new.iter().map(|&index| &self.calls[index])
+        self.new.iter().flat_map(|&index| self.calls[index].lines.iter().map(|(sku, _)| sku)).collect()
     }
 
     /// Places the new orders, in the batch's order, under the ids `ids` (one per new order) on `ledger`.

@@ -44,7 +44,7 @@ impl PgStore {
         let mut ledger = Ledger::new(stock);
         batch.place(ids, &mut ledger);
         write_new_orders(&mut tx, &batch, &ledger).await?;
-        if let Err(error) = self.after_commit.commit(tx, batch.ordered_skus()).await {
+        if let Err(error) = self.after_commit.commit(tx, batch.skus()).await {
             return Ok(commit_failed(BatchKind::Create, calls.len(), &error));
         }
         Ok(batch.answers())
