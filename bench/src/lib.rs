@@ -265,7 +265,7 @@ impl Maintenance {
         let started = std::time::Instant::now();
         // Table names, not the whole database: the URL may pin one schema of a shared database (tests do).
         // Simple-query protocol: VACUUM refuses to run inside the implicit transaction of a prepared statement.
-        let vacuum = "vacuum (analyze) stocks, orders, order_items, reservations, order_status_history, outbox";
+        let vacuum = "vacuum (analyze) stocks, orders, order_status_history, outbox";
         match sqlx::raw_sql(vacuum).execute(pool).await {
             Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "vacuum (analyze) of the LOMS tables"),
             Err(error) => tracing::warn!(%error, "vacuum (analyze) of the LOMS tables failed; plans may be stale"),

@@ -194,19 +194,15 @@ impl PgStore {
     async fn try_cancel_overdue(&self, limit: u32) -> Result<Vec<OrderId>, LomsError> {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: an order another replica's sweep, a payment or a cancel holds is left to that transaction.
-        // The items are read outside the locking query, so they are read only for the orders it claimed.
         let due: Vec<DueRow> = sqlx::query_as(
             "with due as (
-                 select id, user_id, status from orders
+                 select id, user_id, status, item_skus, item_counts from orders
                  where status = 1 and payment_deadline <= now()
                  order by payment_deadline
                  limit $1
                  for update skip locked
              )
-             select d.id, d.user_id, d.status,
-                    array(select sku from order_items i where i.order_id = d.id order by sku),
-                    array(select count from order_items i where i.order_id = d.id order by sku)
-             from due d",
+             select id, user_id, status, item_skus, item_counts from due",
         )
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -291,8 +287,7 @@ async fn lock_orders(tx: &mut Tx, ids: &[OrderId]) -> Result<Vec<OrderState>, Lo
     let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
     let rows = sqlx::query(
         "select o.id, o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue, o.refund_state,
-                array(select sku from order_items i where i.order_id = o.id order by sku) as skus,
-                array(select count from order_items i where i.order_id = o.id order by sku) as counts
+                o.item_skus as skus, o.item_counts as counts
          from orders o where o.id = any($1) order by o.id for update",
     )
     .bind(&ids)
@@ -371,8 +366,8 @@ async fn lock_stock_of_skus(
     Ok((held, levels))
 }
 
-/// Writes a change of lines in one statement: the new items and reservations replace the old (rows to drop and
-/// rows to upsert are disjoint, so no row is touched twice), the ledger's deltas, the history row and the event.
+/// Writes a change of lines in one statement: the new items and reservations replace the old ones in the order's row,
+/// with the ledger's deltas, the history row and the event.
 async fn write_change(
     tx: &mut Tx,
     decided: Traced<'_>,
@@ -388,22 +383,9 @@ async fn write_change(
         record_ctes!(),
         ", ",
         stock_cte!(),
-        ", gone_items as (
-             delete from order_items where order_id = $14 and sku <> all($15::bigint[])
-         ), items as (
-             insert into order_items (order_id, sku, count)
-             select $14, * from unnest($15::bigint[], $16::int[])
-             on conflict (order_id, sku) do update set count = excluded.count
-         ), gone_reservations as (
-             delete from reservations r where r.order_id = $14 and not exists (
-                 select 1 from unnest($17::bigint[], $18::bigint[]) as n(sku, warehouse_id)
-                 where n.sku = r.sku and n.warehouse_id = r.warehouse_id)
-         ), reserved as (
-             insert into reservations (order_id, sku, warehouse_id, count)
-             select $14, * from unnest($17::bigint[], $18::bigint[], $19::bigint[])
-             on conflict (order_id, sku, warehouse_id) do update set count = excluded.count
-         )
-         update orders set updated_at = now() where id = $14"
+        " update orders set updated_at = now(), item_skus = $15, item_counts = $16,
+                held_skus = $17, held_warehouses = $18, held_counts = $19
+         where id = $14"
     ));
     bind_deltas(bind_events(query, events), &ledger.deltas())
         .bind(order.id.get())
@@ -417,8 +399,9 @@ async fn write_change(
     Ok(())
 }
 
-/// Writes a new order in one statement: the order row with its final status, its items, its reservations (units
-/// move from free to reserved in rows already locked by [`batch::lock_stock_for_new_orders`]), its history and its events.
+/// Writes a new order in one statement: the order row with its final status, its items and its reservations (units
+/// move from free to reserved in rows already locked by [`batch::lock_stock_for_new_orders`]), its history and its
+/// events.
 /// A second order with the same (user, idempotency key) makes the whole statement fail and write nothing.
 async fn write_new_order(
     tx: &mut Tx,
@@ -444,15 +427,9 @@ async fn write_new_order(
         record_ctes!(),
         ", ",
         stock_cte!(),
-        ", items as (
-             insert into order_items (order_id, sku, count)
-             select $14, * from unnest($20::bigint[], $21::int[])
-         ), reserved as (
-             insert into reservations (order_id, sku, warehouse_id, count)
-             select $14, * from unnest($22::bigint[], $23::bigint[], $24::bigint[])
-         )
-         insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash)
-         values ($14, $15, $16, now() + make_interval(secs => $17), $18, $19)"
+        " insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
+                              item_skus, item_counts, held_skus, held_warehouses, held_counts)
+         values ($14, $15, $16, now() + make_interval(secs => $17), $18, $19, $20, $21, $22, $23, $24)"
     ));
     bind_deltas(bind_events(query, events), deltas)
         .bind(order_id.get())
@@ -538,20 +515,17 @@ impl OrderStore for PgStore {
     }
 
     async fn order(&self, id: OrderId) -> Result<Order, LomsError> {
-        let rows: Vec<(i64, i16, i64, i32)> = sqlx::query_as(
-            "select o.user_id, o.status, i.sku, i.count
-             from orders o join order_items i on i.order_id = o.id
-             where o.id = $1 order by i.sku",
-        )
-        .bind(id.get())
-        .fetch_all(&mut *self.pool.acquire().await?)
-        .await?;
-        let (user, status, ..) = *rows.first().ok_or(LomsError::OrderNotFound(id))?;
+        let row: Option<(i64, i16, Vec<i64>, Vec<i32>)> =
+            sqlx::query_as("select user_id, status, item_skus, item_counts from orders where id = $1")
+                .bind(id.get())
+                .fetch_optional(&mut *self.pool.acquire().await?)
+                .await?;
+        let (user, status, skus, counts) = row.ok_or(LomsError::OrderNotFound(id))?;
         Ok(Order {
             id,
             user: stored_user(user)?,
             status: stored_status(status.into())?,
-            lines: stored_lines(rows.iter().map(|(_, _, sku, count)| (*sku, i64::from(*count))))?,
+            lines: stored_lines(skus.into_iter().zip(counts.into_iter().map(i64::from)))?,
         })
     }
 

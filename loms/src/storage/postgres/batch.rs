@@ -121,8 +121,9 @@ pub(super) async fn lock_stock_for_new_orders(
     Ok((ids, stock))
 }
 
-/// Writes the batch's new orders in one statement: the order rows with their final statuses, their items, their
-/// reservations and the ledger's stock deltas (on rows locked by [`lock_stock_for_new_orders`]), history and events.
+/// Writes the batch's new orders in one statement: the order rows with their final statuses, their items and their
+/// reservations (gathered per order from the flat arrays of the whole batch), the ledger's stock deltas (on rows
+/// locked by [`lock_stock_for_new_orders`]), history and events.
 async fn write_new_orders(tx: &mut Tx, batch: &NewOrders<'_>, ledger: &Ledger) -> Result<(), LomsError> {
     let (mut item_orders, mut item_skus, mut item_counts) = (Vec::new(), Vec::new(), Vec::<i32>::new());
     let (mut held_orders, mut held_skus, mut held_warehouses, mut held_counts) =
@@ -160,16 +161,24 @@ async fn write_new_orders(tx: &mut Tx, batch: &NewOrders<'_>, ledger: &Ledger) -
         ", ",
         stock_cte!(),
         ", items as (
-             insert into order_items (order_id, sku, count)
-             select * from unnest($14::bigint[], $15::bigint[], $16::int[])
-         ), reserved as (
-             insert into reservations (order_id, sku, warehouse_id, count)
-             select * from unnest($17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
+             select order_id, array_agg(sku order by n) as skus, array_agg(count order by n) as counts
+             from unnest($14::bigint[], $15::bigint[], $16::int[]) with ordinality as i(order_id, sku, count, n)
+             group by order_id
+         ), held as (
+             select order_id, array_agg(sku order by n) as skus, array_agg(warehouse_id order by n) as warehouses,
+                    array_agg(count order by n) as counts
+             from unnest($17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
+                  with ordinality as r(order_id, sku, warehouse_id, count, n)
+             group by order_id
          )
-         insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash)
-         select id, user_id, status, now() + make_interval(secs => timeout), key, hash
+         insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
+                             item_skus, item_counts, held_skus, held_warehouses, held_counts)
+         select o.id, o.user_id, o.status, now() + make_interval(secs => o.timeout), o.key, o.hash,
+                coalesce(i.skus, '{}'), coalesce(i.counts, '{}'), coalesce(h.skus, '{}'), coalesce(h.warehouses, '{}'), coalesce(h.counts, '{}')
          from unnest($21::bigint[], $22::bigint[], $23::smallint[], $24::float8[], $25::text[], $26::text[])
-              as o(id, user_id, status, timeout, key, hash)"
+              as o(id, user_id, status, timeout, key, hash)
+         left join items i on i.order_id = o.id
+         left join held h on h.order_id = o.id"
     ));
     bind_deltas(bind_events(query, events), &ledger.deltas())
         .bind(&item_orders)
