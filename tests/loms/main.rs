@@ -7,6 +7,7 @@ mod concurrency;
 mod errors;
 mod idempotency;
 mod lifecycle;
+mod migration;
 mod stocks;
 mod support;
 mod timeout;
