@@ -174,7 +174,8 @@ async fn write_new_orders(tx: &mut Tx, batch: &NewOrders<'_>, ledger: &Ledger) -
          insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
                              item_skus, item_counts, held_skus, held_warehouses, held_counts)
          select o.id, o.user_id, o.status, now() + make_interval(secs => o.timeout), o.key, o.hash,
-                coalesce(i.skus, '{}'), coalesce(i.counts, '{}'), coalesce(h.skus, '{}'), coalesce(h.warehouses, '{}'), coalesce(h.counts, '{}')
+                coalesce(i.skus, '{}'), coalesce(i.counts, '{}'),
+                coalesce(h.skus, '{}'), coalesce(h.warehouses, '{}'), coalesce(h.counts, '{}')
          from unnest($21::bigint[], $22::bigint[], $23::smallint[], $24::float8[], $25::text[], $26::text[])
               as o(id, user_id, status, timeout, key, hash)
          left join items i on i.order_id = o.id
