@@ -228,26 +228,36 @@ impl PgStore {
 }
 
 /// Settles and writes the plans [`decide`] made for orders this transaction has locked: locks, in one statement
-/// and in the global order, the stock rows held by the orders whose plans settle their reservations, applies every
-/// plan over one [`Ledger`], and writes them all in one statement. A command alone, a batch of commands and the
-/// sweep all end with it. A change of lines is not for it (it locks other rows: [`write_change`]).
+/// and in the global order, the stock rows held by the orders whose plans settle their reservations, then
+/// [`write_settled`]. A command alone and the sweep end with it. A change of lines is not for it (it locks other
+/// rows: [`write_change`]).
 async fn settle_and_write(tx: &mut Tx, batch: &[Traced<'_>]) -> Result<(), LomsError> {
+    let settling: Vec<OrderId> =
+        batch.iter().filter(|(_, plan, _)| plan.settlement.is_some()).map(|(order, ..)| order.id).collect();
+    let held = if settling.is_empty() { HeldStock::default() } else { lock_held_stock(tx, &settling).await? };
+    write_settled(tx, batch, held).await
+}
+
+/// What some locked orders hold, per order, with the levels of the stock rows it is held in (locked too).
+#[derive(Debug, Default)]
+struct HeldStock {
+    held: Vec<(OrderId, Reservation)>,
+    levels: Vec<StockLevel>,
+}
+
+/// Applies every plan over one [`Ledger`] of `stock` (which holds at least the stock of every order whose plan
+/// settles) and writes them all in one statement.
+async fn write_settled(tx: &mut Tx, batch: &[Traced<'_>], stock: HeldStock) -> Result<(), LomsError> {
     if batch.iter().any(|(_, plan, _)| plan.new_lines.is_some()) {
         return Err(LomsError::Internal("a change of lines was to be written as a plain plan".into()));
     }
-    let settling: Vec<OrderId> =
-        batch.iter().filter(|(_, plan, _)| plan.settlement.is_some()).map(|(order, ..)| order.id).collect();
-    let mut ledger = Ledger::default();
-    if !settling.is_empty() {
-        let (held, levels) = lock_held_stock(tx, &settling).await?;
-        ledger = Ledger::new(levels);
-        let mut by_order: HashMap<OrderId, Vec<Reservation>> = HashMap::new();
-        for (order_id, reservation) in held {
-            by_order.entry(order_id).or_default().push(reservation);
-        }
-        for (order, plan, _) in batch {
-            plan.apply_stock(order, by_order.get(&order.id).map_or(&[], Vec::as_slice), &mut ledger)?;
-        }
+    let mut ledger = Ledger::new(stock.levels);
+    let mut by_order: HashMap<OrderId, Vec<Reservation>> = HashMap::new();
+    for (order_id, reservation) in stock.held {
+        by_order.entry(order_id).or_default().push(reservation);
+    }
+    for (order, plan, _) in batch {
+        plan.apply_stock(order, by_order.get(&order.id).map_or(&[], Vec::as_slice), &mut ledger)?;
     }
     write_plans(tx, batch, &ledger).await
 }
@@ -310,10 +320,7 @@ async fn lock_orders(tx: &mut Tx, ids: &[OrderId]) -> Result<Vec<OrderState>, Lo
 
 /// Locks, in the global order, the stock rows the stored reservations of `orders` were taken from, and reads the
 /// reservations (per order) with the rows' levels: one round trip.
-async fn lock_held_stock(
-    tx: &mut Tx,
-    orders: &[OrderId],
-) -> Result<(Vec<(OrderId, Reservation)>, Vec<StockLevel>), LomsError> {
+async fn lock_held_stock(tx: &mut Tx, orders: &[OrderId]) -> Result<HeldStock, LomsError> {
     let ids: Vec<i64> = orders.iter().map(|id| id.get()).collect();
     // Lock first, in the global order: an UPDATE … FROM join would lock rows in whatever order the plan visits.
     let rows: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
@@ -333,7 +340,7 @@ async fn lock_held_stock(
         held.push((stored_order_id(order_id)?, stored_reservation(sku, warehouse, count)?));
         levels.push(stored_level(warehouse, sku, on_hand, reserved)?);
     }
-    Ok((held, levels))
+    Ok(HeldStock { held, levels })
 }
 
 /// Locks, in the global order, every stock row of `skus` (an order's old and new lines, for ChangeOrder), and reads
