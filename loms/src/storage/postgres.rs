@@ -297,25 +297,27 @@ async fn lock_orders(tx: &mut Tx, ids: &[OrderId]) -> Result<Vec<OrderState>, Lo
     let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
     let rows = sqlx::query(
         "select o.id, o.user_id, o.status, coalesce(o.payment_deadline <= now(), false) as overdue, o.refund_state,
-                o.item_skus as skus, o.item_counts as counts
+                o.item_skus, o.item_counts
          from orders o where o.id = any($1) order by o.id for update",
     )
     .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    rows.iter()
-        .map(|row| {
-            order_state(
-                row.get("id"),
-                row.get("user_id"),
-                row.get("status"),
-                row.get("overdue"),
-                row.get("refund_state"),
-                row.get("skus"),
-                row.get("counts"),
-            )
-        })
-        .collect()
+    rows.iter().map(locked_order).collect()
+}
+
+/// An order as [`decide`] sees it, from a row of a locking query that reads `id`, `user_id`, `status`, `overdue`,
+/// `refund_state`, `item_skus` and `item_counts`.
+fn locked_order(row: &PgRow) -> Result<OrderState, LomsError> {
+    order_state(
+        row.get("id"),
+        row.get("user_id"),
+        row.get("status"),
+        row.get("overdue"),
+        row.get("refund_state"),
+        row.get("item_skus"),
+        row.get("item_counts"),
+    )
 }
 
 /// Locks, in the global order, the stock rows the stored reservations of `orders` were taken from, and reads the

@@ -12,7 +12,7 @@
 
 use sqlx::Row;
 
-use super::{HeldStock, PgStore, Tx, order_state, write_settled};
+use super::{HeldStock, PgStore, Tx, locked_order, write_settled};
 use crate::{
     domain::{LomsError, OrderId, OrderState},
     storage::{
@@ -94,15 +94,7 @@ async fn lock_orders_and_their_stock(tx: &mut Tx, ids: &[OrderId]) -> Result<(Ve
         for ((sku, warehouse), count) in skus.into_iter().zip(warehouses).zip(counts) {
             stock.held.push((id, stored_reservation(sku, warehouse, count)?));
         }
-        orders.push(order_state(
-            row.get("id"),
-            row.get("user_id"),
-            row.get("status"),
-            row.get("overdue"),
-            row.get("refund_state"),
-            row.get("item_skus"),
-            row.get("item_counts"),
-        )?);
+        orders.push(locked_order(row)?);
     }
     if let Some(row) = rows.first() {
         // The same aggregates on every row; null when the orders hold nothing.
