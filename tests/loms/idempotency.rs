@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use minizon_proto::loms::{CreateOrderRequest, OrderStatus};
-use minizon_tests::loms::TestLoms;
+use minizon_tests::{db::TestDb, loms::TestLoms};
 use tonic::{Code, Request};
 
 use crate::support::{assert_status, available, order, status_of};
@@ -34,6 +34,33 @@ async fn the_same_key_sent_concurrently_creates_one_order() {
     assert_eq!(available(&mut client, 1001).await, 98, "reserved once");
     let orders = loms.db.scalar("select count(*) from orders").await;
     assert_eq!(orders, 1);
+}
+
+/// Two replicas cannot see each other's batches: the batch that writes the key second fails on its unique index
+/// (on PostgreSQL a write refused with its COMMIT in flight) and its calls run one by one, as replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_key_sent_concurrently_to_two_replicas_creates_one_order() {
+    let db = TestDb::new().await;
+    let replicas = Arc::new([TestLoms::start_with(db.clone(), |_| {}).await, TestLoms::start_with(db, |_| {}).await]);
+    replicas[0].set_stock(1, 1001, 100).await;
+
+    let calls = (0..32).map(|call| {
+        let replicas = replicas.clone();
+        tokio::spawn(async move {
+            let mut client = replicas[call % 2].client().await;
+            client.create_order(keyed(order(7, &[(1001, 2)]), "purchase-42")).await.unwrap().into_inner().order_id
+        })
+    });
+    let ids: Vec<i64> = join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+
+    assert!(ids.iter().all(|&id| id == ids[0]), "every call returned the same order: {ids:?}");
+    assert_eq!(replicas[0].db.scalar("select count(*) from orders").await, 1);
+    // Both replicas write on: a refused batch left no connection behind in a transaction.
+    for replica in replicas.iter() {
+        replica.client().await.create_order(order(8, &[(1001, 1)])).await.expect("a new order after the race");
+    }
+    let mut client = replicas[1].client().await;
+    assert_eq!(available(&mut client, 1001).await, 96, "the key reserved once, then one unit per new order");
 }
 
 #[tokio::test]

@@ -66,8 +66,8 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// PostgreSQL SQLSTATEs of a server that cannot do the work now but may soon.
-fn is_transient_sqlstate(code: &str) -> bool {
+/// PostgreSQL SQLSTATEs of a server that cannot do the work now but may soon (for drivers other than sqlx, too).
+pub fn is_transient_sqlstate(code: &str) -> bool {
     // 08xxx connection exceptions; 53xxx insufficient resources (too many connections, out of memory, disk
     // full); 57P01..57P05 shutting down / cannot connect now / idle session timeout; 55P03 lock_not_available
     // (a lock_timeout fired); 57014 query_canceled (a statement_timeout fired); 25006 read_only_sql_transaction
@@ -92,7 +92,12 @@ fn is_sqlite_busy(code: Option<&str>) -> bool {
 /// True for transient conflicts PostgreSQL resolves by aborting one side (serialization failure, deadlock):
 /// the whole transaction is safe to run again.
 pub fn is_retryable_conflict(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_retryable_sqlstate))
+}
+
+/// The SQLSTATEs of [`is_retryable_conflict`]: serialization failure and deadlock.
+pub fn is_retryable_sqlstate(code: &str) -> bool {
+    matches!(code, "40001" | "40P01")
 }
 
 /// Runs `probe` every `every` (each try bounded by `every`) and reports SERVING / NOT_SERVING for `services`,

@@ -34,11 +34,18 @@ impl AfterCommit {
     {
         super::batch::committing();
         let committed = tx.commit().await;
-        // A commit whose reply was lost may still have happened: forget the skus either way.
+        self.after(skus, committed.is_ok());
+        Ok(committed?)
+    }
+
+    /// What follows a COMMIT of a write that changed the stock of `skus`, `committed` or of unknown outcome: the
+    /// skus leave the cache either way (a commit whose reply was lost may still have happened); the relay is woken
+    /// only for a commit known to have happened.
+    pub(super) fn after(&self, skus: impl IntoIterator<Item = Sku>, committed: bool) {
         self.stock.changed(skus);
-        committed?;
-        self.outbox.notify_one();
-        Ok(())
+        if committed {
+            self.outbox.notify_one();
+        }
     }
 
     /// What the relay waits on.

@@ -47,7 +47,9 @@ impl Storage {
         let cache = StockCache::new(stock_cache_ttl);
         Ok(match Backend::of(url).map_err(anyhow::Error::msg)? {
             Backend::Postgres => {
-                let store = Arc::new(PgStore::connect(url, max_connections, cache).await?);
+                // A committer per kind of batch (CreateOrder; OrderPayed and CancelOrder) runs one batch at a time.
+                let in_flight = 2 * usize::from(batching.committers.max(1));
+                let store = Arc::new(PgStore::connect(url, max_connections, in_flight, cache).await?);
                 let orders = Arc::new(batch::BatchedOrders::new(store.clone(), batching));
                 Self { backend: Store::Postgres(store), orders }
             }
@@ -99,7 +101,7 @@ impl Storage {
     /// Closes every connection.
     pub async fn close(&self) {
         match &self.backend {
-            Store::Postgres(store) => store.pool().close().await,
+            Store::Postgres(store) => store.close().await,
             Store::Sqlite(store) => store.pools().close().await,
         }
     }

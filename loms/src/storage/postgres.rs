@@ -75,18 +75,29 @@ macro_rules! stock_cte {
 // After the macros above, which they use.
 mod batch;
 mod command_batch;
+mod pipelined;
+
+use pipelined::Param;
 
 /// LOMS storage on a PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The write batches' connections, which pipeline.
+    pipelined: pipelined::Pipelined,
     /// Wakes this process's relay and drops changed skus from the Stocks cache.
     after_commit: AfterCommit,
 }
 
 impl PgStore {
-    /// Creates the database if it does not exist, connects, and applies migrations.
-    pub async fn connect(url: &str, max_connections: u32, stock_cache: StockCache) -> anyhow::Result<Self> {
+    /// Creates the database if it does not exist, connects, and applies migrations. `batches_in_flight` is how
+    /// many write batches may run at once (their connections are opened on demand, next to the pool's).
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        batches_in_flight: usize,
+        stock_cache: StockCache,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         minizon_common::db::ensure_postgres_database(url).await.context("create the LOMS database")?;
         let pool =
@@ -95,7 +106,8 @@ impl PgStore {
             .run(&mut pool.acquire().await?)
             .await
             .context("migrate the LOMS database")?;
-        Ok(Self { pool, after_commit: AfterCommit::new(stock_cache) })
+        let pipelined = pipelined::Pipelined::new(url, batches_in_flight).context("the write batches' connections")?;
+        Ok(Self { pool, pipelined, after_commit: AfterCommit::new(stock_cache) })
     }
 
     /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
@@ -111,6 +123,12 @@ impl PgStore {
     /// The pool, for the parts of LOMS that run their own queries (health, outbox relay).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Closes every connection, the write batches' too.
+    pub async fn close(&self) {
+        self.pipelined.close();
+        self.pool.close().await;
     }
 
     /// Runs `attempt` again when PostgreSQL aborted it for a deadlock or serialization conflict.
@@ -248,6 +266,13 @@ struct HeldStock {
 /// Applies every plan over one [`Ledger`] of `stock` (which holds at least the stock of every order whose plan
 /// settles) and writes them all in one statement.
 async fn write_settled(tx: &mut Tx, batch: &[Traced<'_>], stock: HeldStock) -> Result<(), LomsError> {
+    let ledger = settle(batch, stock)?;
+    write_plans(tx, batch, &ledger).await
+}
+
+/// The [`Ledger`] of `stock` (which holds at least the stock of every order whose plan settles) once every plan of
+/// `batch` was applied to it.
+fn settle(batch: &[Traced<'_>], stock: HeldStock) -> Result<Ledger, LomsError> {
     if batch.iter().any(|(_, plan, _)| plan.new_lines.is_some()) {
         return Err(LomsError::Internal("a change of lines was to be written as a plain plan".into()));
     }
@@ -259,7 +284,7 @@ async fn write_settled(tx: &mut Tx, batch: &[Traced<'_>], stock: HeldStock) -> R
     for (order, plan, _) in batch {
         plan.apply_stock(order, by_order.get(&order.id).map_or(&[], Vec::as_slice), &mut ledger)?;
     }
-    write_plans(tx, batch, &ledger).await
+    Ok(ledger)
 }
 
 /// A due order as the sweep's claiming query reads it: id, user, status, item skus and counts.
@@ -457,27 +482,57 @@ async fn write_new_order(
     Ok(())
 }
 
-/// Writes the plans of locked orders in one statement: the ledger's stock deltas (on rows locked by
-/// [`lock_held_stock`]), each order's new status (a deadline only while awaiting payment), history and events.
+/// Writes the plans of locked orders in one statement: the ledger's stock deltas (on rows locked with the orders),
+/// each order's new status and refund state (a deadline only while awaiting payment), history and events. Its
+/// parameters are [`PlanColumns`].
+const WRITE_PLANS: &str = concat!(
+    "with ",
+    record_ctes!(),
+    ", ",
+    stock_cte!(),
+    "update orders o set status = u.status, refund_state = u.refund_state, updated_at = now(),
+            payment_deadline = case when u.status = 1 then o.payment_deadline end
+     from unnest($14::bigint[], $15::smallint[], $16::smallint[]) as u(id, status, refund_state)
+     where o.id = u.id"
+);
+
+/// The parameters of [`WRITE_PLANS`]: the plans' history and events, the ledger's deltas, and each order's new
+/// status and refund state.
+struct PlanColumns {
+    events: EventRows,
+    deltas: [Vec<i64>; 4],
+    ids: Vec<i64>,
+    statuses: Vec<i16>,
+    refunds: Vec<i16>,
+}
+
+impl PlanColumns {
+    fn of(batch: &[Traced<'_>], ledger: &Ledger) -> Self {
+        Self {
+            events: EventRows::of_plans(batch, Utc::now()),
+            deltas: delta_params(&ledger.deltas()),
+            ids: batch.iter().map(|(order, ..)| order.id.get()).collect(),
+            statuses: batch.iter().map(|(_, plan, _)| plan.status.code()).collect(),
+            refunds: batch.iter().map(|(_, plan, _)| plan.refund.code()).collect(),
+        }
+    }
+
+    /// `$1`–`$16`, in order, for a pipelined statement.
+    fn params(&self) -> Vec<Param<'_>> {
+        let mut params = record_params(&self.events, &self.deltas);
+        params.extend([&self.ids as Param<'_>, &self.statuses, &self.refunds]);
+        params
+    }
+}
+
+/// Writes the plans of orders this transaction has locked ([`WRITE_PLANS`]), their stock changes decided by
+/// `ledger`.
 async fn write_plans(tx: &mut Tx, batch: &[Traced<'_>], ledger: &Ledger) -> Result<(), LomsError> {
-    let events = EventRows::of_plans(batch, Utc::now());
-    let ids: Vec<i64> = batch.iter().map(|(order, ..)| order.id.get()).collect();
-    let statuses: Vec<i16> = batch.iter().map(|(_, plan, _)| plan.status.code()).collect();
-    let refunds: Vec<i16> = batch.iter().map(|(_, plan, _)| plan.refund.code()).collect();
-    let query = sqlx::query(concat!(
-        "with ",
-        record_ctes!(),
-        ", ",
-        stock_cte!(),
-        "update orders o set status = u.status, refund_state = u.refund_state, updated_at = now(),
-                payment_deadline = case when u.status = 1 then o.payment_deadline end
-         from unnest($14::bigint[], $15::smallint[], $16::smallint[]) as u(id, status, refund_state)
-         where o.id = u.id"
-    ));
-    bind_deltas(bind_events(query, events), &ledger.deltas())
-        .bind(&ids)
-        .bind(&statuses)
-        .bind(&refunds)
+    let PlanColumns { events, deltas, ids, statuses, refunds } = PlanColumns::of(batch, ledger);
+    bind_delta_columns(bind_events(sqlx::query(WRITE_PLANS), events), deltas)
+        .bind(ids)
+        .bind(statuses)
+        .bind(refunds)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -502,13 +557,43 @@ fn bind_events(query: PgQuery<'_>, rows: EventRows) -> PgQuery<'_> {
         .bind(rows.at)
 }
 
+/// `$1`–`$13` of a pipelined statement (tokio-postgres) that ends with [`record_ctes`] and [`stock_cte`]: the
+/// history and events of `rows`, then the columns of [`delta_params`]. [`bind_events`] and [`bind_deltas`] bind
+/// the same for sqlx.
+fn record_params<'a>(rows: &'a EventRows, deltas: &'a [Vec<i64>; 4]) -> Vec<Param<'a>> {
+    let mut params: Vec<Param<'a>> = vec![
+        &rows.order_ids,
+        &rows.from,
+        &rows.to,
+        &rows.reasons,
+        &rows.details,
+        &rows.event_ids,
+        &rows.payloads,
+        &rows.traceparents,
+        &rows.at,
+    ];
+    params.extend(deltas.iter().map(|column| column as Param<'a>));
+    params
+}
+
+/// The columns of `$10`–`$13` of [`stock_cte`]: sku, warehouse, on-hand and reserved deltas.
+fn delta_params(deltas: &[StockDelta]) -> [Vec<i64>; 4] {
+    [
+        deltas.iter().map(|d| i64::from(d.sku.get())).collect(),
+        deltas.iter().map(|d| d.warehouse.get()).collect(),
+        deltas.iter().map(|d| d.on_hand).collect(),
+        deltas.iter().map(|d| d.reserved).collect(),
+    ]
+}
+
 /// Binds `$10`–`$13` of [`stock_cte`]; the statement's own parameters follow from `$14`.
 fn bind_deltas<'q>(query: PgQuery<'q>, deltas: &[StockDelta]) -> PgQuery<'q> {
-    query
-        .bind(deltas.iter().map(|d| i64::from(d.sku.get())).collect::<Vec<_>>())
-        .bind(deltas.iter().map(|d| d.warehouse.get()).collect::<Vec<_>>())
-        .bind(deltas.iter().map(|d| d.on_hand).collect::<Vec<_>>())
-        .bind(deltas.iter().map(|d| d.reserved).collect::<Vec<_>>())
+    bind_delta_columns(query, delta_params(deltas))
+}
+
+/// Binds the columns of [`delta_params`] as `$10`–`$13`.
+fn bind_delta_columns(query: PgQuery<'_>, [skus, warehouses, on_hands, reserveds]: [Vec<i64>; 4]) -> PgQuery<'_> {
+    query.bind(skus).bind(warehouses).bind(on_hands).bind(reserveds)
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;

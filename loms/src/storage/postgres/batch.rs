@@ -1,20 +1,25 @@
 //! Group commit of CreateOrder on PostgreSQL: one transaction for a whole batch of calls (docs/architecture.md,
-//! "Group commit"), sorted and answered by [`NewOrders`]. It takes an order id for every new order and locks the
-//! union of the batch's stock rows in the global order in one statement, places the new orders over one
-//! [`Ledger`], writes every order in one statement and commits once.
+//! "Group commit"), sorted and answered by [`NewOrders`], on a pipelining connection ([`super::pipelined`]). It
+//! takes an order id for every new order and locks the union of the batch's stock rows in the global order in one
+//! statement sent with BEGIN, places the new orders over one [`Ledger`], and writes every order in one statement
+//! sent with COMMIT: two round trips for the batch (three when a call carries an idempotency key, whose stored
+//! order is looked up first).
 //!
 //! A deadlock or serialization failure runs the batch again; any other failure before COMMIT runs the calls one by
 //! one on the per-call path, so a call that cannot be written fails alone.
 
 use chrono::Utc;
-use sqlx::Row;
 
-use super::{PgStore, Tx, bind_deltas, bind_events};
+use super::{
+    PgStore, Tx, delta_params,
+    pipelined::{Committed, Param},
+    record_params,
+};
 use crate::{
     domain::{CreateOrder, Ledger, LomsError, OrderId, StockLevel},
     storage::{
         batch::{BatchKind, CreateAnswer, CreateBatch, commit_failed},
-        decode::{stored_level, stored_order_id, stored_status},
+        decode::{stored_level, stored_order_id, stored_status, stored_user},
         new_orders::{NewOrders, StoredKey, StoredKeys},
         records::EventRows,
     },
@@ -32,82 +37,102 @@ impl PgStore {
     /// answers every call with the failure instead, so no call is run twice.
     async fn attempt_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
         let mut batch = NewOrders::new(calls);
-        let mut tx = self.pool.begin().await?;
-        let stored = stored_keys(&mut tx, &batch.keys_to_look_up()).await?;
-        let new = batch.sort(stored);
-        if new == 0 {
-            tx.rollback().await?;
-            return Ok(batch.answers());
-        }
-        let skus: Vec<i64> = batch.skus().into_iter().map(|sku| i64::from(sku.get())).collect();
-        let (ids, stock) = lock_stock_for_new_orders(&mut tx, &skus, new).await?;
+        let keys = batch.keys_to_look_up();
+        let (tx, new, locked) = if keys.is_empty() {
+            // No stored order to look up: every call places a new order, and the lock goes out with BEGIN.
+            let new = batch.sort(StoredKeys::new());
+            let (skus, count) = lock_params(&batch, new)?;
+            let (tx, locked) = self.pipelined.begin_with(LOCK_STOCK_FOR_NEW_ORDERS, &[&skus, &count]).await?;
+            (tx, new, locked)
+        } else {
+            let (users, keys): (Vec<i64>, Vec<&str>) = keys.into_iter().unzip();
+            let (tx, stored) = self.pipelined.begin_with(STORED_KEYS, &[&users, &keys]).await?;
+            let new = batch.sort(stored_keys(stored)?);
+            if new == 0 {
+                tx.rollback().await?;
+                return Ok(batch.answers());
+            }
+            let (skus, count) = lock_params(&batch, new)?;
+            let locked = tx.query(LOCK_STOCK_FOR_NEW_ORDERS, &[&skus, &count]).await?;
+            (tx, new, locked)
+        };
+        let (ids, stock) = new_ids_and_stock(locked.iter().map(locked_row).collect::<Result<_, _>>()?, new)?;
         let mut ledger = Ledger::new(stock);
         batch.place(ids, &mut ledger);
-        write_new_orders(&mut tx, &batch, &ledger).await?;
-        if let Err(error) = self.after_commit.commit(tx, batch.skus()).await {
-            return Ok(commit_failed(BatchKind::Create, calls.len(), &error));
+        let columns = NewOrderColumns::of(&batch, &ledger);
+        match tx.write_and_commit(WRITE_NEW_ORDERS, &columns.params()).await {
+            Committed::Yes => {
+                self.after_commit.after(batch.skus(), true);
+                Ok(batch.answers())
+            }
+            Committed::No(error) => Err(error),
+            Committed::Unknown(error) => {
+                self.after_commit.after(batch.skus(), false);
+                Ok(commit_failed(BatchKind::Create, calls.len(), &error))
+            }
         }
-        Ok(batch.answers())
     }
 }
 
-/// The stored orders of `keys` ((user, key) pairs). A key stored concurrently by another replica after this read
-/// makes the batch's write fail on the unique index, and its calls run one by one.
-async fn stored_keys(tx: &mut Tx, keys: &[(i64, &str)]) -> Result<StoredKeys, LomsError> {
-    if keys.is_empty() {
-        return Ok(StoredKeys::new());
-    }
-    let (users, keys): (Vec<i64>, Vec<&str>) = keys.iter().copied().unzip();
-    let rows = sqlx::query(
-        "select o.user_id, o.idempotency_key, o.id, o.status, o.request_hash,
-                (select detail from order_status_history h where h.order_id = o.id order by h.id desc limit 1) as detail
-         from orders o join unnest($1::bigint[], $2::text[]) as k(user_id, key)
-           on o.user_id = k.user_id and o.idempotency_key = k.key",
-    )
-    .bind(&users)
-    .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await?;
+/// The stored orders of (user, key) pairs, with the last detail of each one's history (for its replay), from
+/// `$1` (users) and `$2` (keys). A key stored concurrently by another replica after this read makes the batch's
+/// write fail on the unique index, and its calls run one by one.
+const STORED_KEYS: &str = "select o.user_id, o.idempotency_key, o.id, o.status, o.request_hash,
+        (select detail from order_status_history h where h.order_id = o.id order by h.id desc limit 1) as detail
+ from orders o join unnest($1::bigint[], $2::text[]) as k(user_id, key)
+   on o.user_id = k.user_id and o.idempotency_key = k.key";
+
+/// The rows of [`STORED_KEYS`], by (user, key).
+fn stored_keys(rows: Vec<tokio_postgres::Row>) -> Result<StoredKeys, LomsError> {
     rows.iter()
         .map(|row| {
-            let user = crate::storage::decode::stored_user(row.get("user_id"))?;
+            let user = stored_user(row.try_get("user_id")?)?;
             Ok((
-                (user, row.get::<String, _>("idempotency_key")),
+                (user, row.try_get::<_, String>("idempotency_key")?),
                 StoredKey {
-                    order_id: stored_order_id(row.get("id"))?,
-                    status: stored_status(row.get::<i16, _>("status").into())?,
-                    request_hash: row.get("request_hash"),
-                    last_detail: row.get::<Option<String>, _>("detail").unwrap_or_default(),
+                    order_id: stored_order_id(row.try_get("id")?)?,
+                    status: stored_status(row.try_get::<_, i16>("status")?.into())?,
+                    request_hash: row.try_get("request_hash")?,
+                    last_detail: row.try_get::<_, Option<String>>("detail")?.unwrap_or_default(),
                 },
             ))
         })
         .collect()
 }
 
-/// Takes `count` new order ids and locks the stock rows of `skus` in the global lock order, returning their levels:
-/// one round trip. The new order rows need no lock (nobody else can see them yet); a lone CreateOrder uses it with 1.
-pub(super) async fn lock_stock_for_new_orders(
-    tx: &mut Tx,
-    skus: &[i64],
+/// Takes `$2` new order ids and locks the stock rows of the skus `$1` in the global lock order, reading their
+/// levels: one statement. The new order rows need no lock (nobody else can see them yet).
+pub(super) const LOCK_STOCK_FOR_NEW_ORDERS: &str =
+    "with new_orders as (select array(select nextval('orders_id_seq') from generate_series(1, $2)) as ids),
+          locked as (
+              select sku, warehouse_id, on_hand, reserved from stocks
+              where sku = any($1)
+              order by sku, warehouse_id
+              for update
+          )
+     select n.ids, l.warehouse_id, l.sku, l.on_hand, l.reserved
+     from new_orders n left join locked l on true
+     order by l.sku, l.warehouse_id";
+
+/// A row of [`LOCK_STOCK_FOR_NEW_ORDERS`]: the new ids (on every row), then a stock row's warehouse, sku, on hand
+/// and reserved (none when no sku has stock).
+pub(super) type LockedRow = (Vec<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+fn locked_row(row: &tokio_postgres::Row) -> Result<LockedRow, LomsError> {
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?))
+}
+
+/// The skus (`$1`) and the count of ids (`$2`) of [`LOCK_STOCK_FOR_NEW_ORDERS`] for a batch of `new` new orders.
+fn lock_params(batch: &NewOrders<'_>, new: usize) -> Result<(Vec<i64>, i32), LomsError> {
+    let skus = batch.skus().into_iter().map(|sku| i64::from(sku.get())).collect();
+    Ok((skus, i32::try_from(new).map_err(|_| LomsError::Internal("a batch too large".into()))?))
+}
+
+/// The `count` new ids and the locked levels from the rows of [`LOCK_STOCK_FOR_NEW_ORDERS`].
+pub(super) fn new_ids_and_stock(
+    rows: Vec<LockedRow>,
     count: usize,
 ) -> Result<(Vec<OrderId>, Vec<StockLevel>), LomsError> {
-    type LockedRow = (Vec<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-    let rows: Vec<LockedRow> = sqlx::query_as(
-        "with new_orders as (select array(select nextval('orders_id_seq') from generate_series(1, $2)) as ids),
-              locked as (
-                  select sku, warehouse_id, on_hand, reserved from stocks
-                  where sku = any($1)
-                  order by sku, warehouse_id
-                  for update
-              )
-         select n.ids, l.warehouse_id, l.sku, l.on_hand, l.reserved
-         from new_orders n left join locked l on true
-         order by l.sku, l.warehouse_id",
-    )
-    .bind(skus)
-    .bind(i32::try_from(count).map_err(|_| LomsError::Internal("a batch too large".into()))?)
-    .fetch_all(&mut **tx)
-    .await?;
     let ids = rows.first().map(|(ids, ..)| ids.clone()).unwrap_or_default();
     if ids.len() != count {
         return Err(LomsError::Internal("the order id sequence gave too few ids".into()));
@@ -121,81 +146,111 @@ pub(super) async fn lock_stock_for_new_orders(
     Ok((ids, stock))
 }
 
-/// Writes the batch's new orders in one statement: the order rows with their final statuses, their items and their
-/// reservations (gathered per order from the flat arrays of the whole batch), the ledger's stock deltas (on rows
-/// locked by [`lock_stock_for_new_orders`]), history and events.
-async fn write_new_orders(tx: &mut Tx, batch: &NewOrders<'_>, ledger: &Ledger) -> Result<(), LomsError> {
-    let (mut item_orders, mut item_skus, mut item_counts) = (Vec::new(), Vec::new(), Vec::<i32>::new());
-    let (mut held_orders, mut held_skus, mut held_warehouses, mut held_counts) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::<i64>::new());
-    let (mut ids, mut users, mut statuses, mut timeouts, mut keys, mut hashes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::<Option<f64>>::new(), Vec::new(), Vec::new());
-    for (call, order_id, placement) in batch.placed() {
-        let id = order_id.get();
-        for (sku, count) in call.lines.iter() {
-            item_orders.push(id);
-            item_skus.push(i64::from(sku.get()));
-            item_counts.push(count.get() as i32);
-        }
-        for r in &placement.reservations {
-            held_orders.push(id);
-            held_skus.push(i64::from(r.sku.get()));
-            held_warehouses.push(r.warehouse.get());
-            // Reserved units are counts of one order line, far below i64::MAX.
-            held_counts.push(r.count as i64);
-        }
-        ids.push(id);
-        users.push(call.user.get());
-        statuses.push(placement.status.code());
-        timeouts.push(placement.payment_timeout.map(|timeout| timeout.as_secs_f64()));
-        keys.push(call.idempotency.as_ref().map(|key| key.key.as_str()));
-        hashes.push(call.idempotency.as_ref().map(|key| key.request_hash.as_str()));
-    }
-    let events = EventRows::of_requests(
-        batch.placed().map(|(call, order_id, placement)| (order_id, call, placement.steps.as_slice())),
-        Utc::now(),
-    );
-    let query = sqlx::query(concat!(
-        "with ",
-        record_ctes!(),
-        ", ",
-        stock_cte!(),
-        ", items as (
-             select order_id, array_agg(sku order by n) as skus, array_agg(count order by n) as counts
-             from unnest($14::bigint[], $15::bigint[], $16::int[]) with ordinality as i(order_id, sku, count, n)
-             group by order_id
-         ), held as (
-             select order_id, array_agg(sku order by n) as skus, array_agg(warehouse_id order by n) as warehouses,
-                    array_agg(count order by n) as counts
-             from unnest($17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
-                  with ordinality as r(order_id, sku, warehouse_id, count, n)
-             group by order_id
-         )
-         insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
-                             item_skus, item_counts, held_skus, held_warehouses, held_counts)
-         select o.id, o.user_id, o.status, now() + make_interval(secs => o.timeout), o.key, o.hash,
-                coalesce(i.skus, '{}'), coalesce(i.counts, '{}'),
-                coalesce(h.skus, '{}'), coalesce(h.warehouses, '{}'), coalesce(h.counts, '{}')
-         from unnest($21::bigint[], $22::bigint[], $23::smallint[], $24::float8[], $25::text[], $26::text[])
-              as o(id, user_id, status, timeout, key, hash)
-         left join items i on i.order_id = o.id
-         left join held h on h.order_id = o.id"
-    ));
-    bind_deltas(bind_events(query, events), &ledger.deltas())
-        .bind(&item_orders)
-        .bind(&item_skus)
-        .bind(&item_counts)
-        .bind(&held_orders)
-        .bind(&held_skus)
-        .bind(&held_warehouses)
-        .bind(&held_counts)
-        .bind(&ids)
-        .bind(&users)
-        .bind(&statuses)
-        .bind(&timeouts)
-        .bind(&keys)
-        .bind(&hashes)
-        .execute(&mut **tx)
+/// Takes `count` new order ids and locks the stock rows of `skus` ([`LOCK_STOCK_FOR_NEW_ORDERS`]) in a transaction
+/// of the sqlx pool: a lone CreateOrder (batching off, or a failed batch's calls one by one) with 1.
+pub(super) async fn lock_stock_for_new_orders(
+    tx: &mut Tx,
+    skus: &[i64],
+    count: usize,
+) -> Result<(Vec<OrderId>, Vec<StockLevel>), LomsError> {
+    let rows: Vec<LockedRow> = sqlx::query_as(LOCK_STOCK_FOR_NEW_ORDERS)
+        .bind(skus)
+        .bind(i32::try_from(count).map_err(|_| LomsError::Internal("a batch too large".into()))?)
+        .fetch_all(&mut **tx)
         .await?;
-    Ok(())
+    new_ids_and_stock(rows, count)
+}
+
+/// Writes a batch's new orders in one statement: the order rows with their final statuses, their items and their
+/// reservations (gathered per order from the flat arrays of the whole batch), the ledger's stock deltas (on rows
+/// locked by [`LOCK_STOCK_FOR_NEW_ORDERS`]), history and events; its parameters are [`NewOrderColumns`].
+const WRITE_NEW_ORDERS: &str = concat!(
+    "with ",
+    record_ctes!(),
+    ", ",
+    stock_cte!(),
+    ", items as (
+         select order_id, array_agg(sku order by n) as skus, array_agg(count order by n) as counts
+         from unnest($14::bigint[], $15::bigint[], $16::int[]) with ordinality as i(order_id, sku, count, n)
+         group by order_id
+     ), held as (
+         select order_id, array_agg(sku order by n) as skus, array_agg(warehouse_id order by n) as warehouses,
+                array_agg(count order by n) as counts
+         from unnest($17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
+              with ordinality as r(order_id, sku, warehouse_id, count, n)
+         group by order_id
+     )
+     insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
+                         item_skus, item_counts, held_skus, held_warehouses, held_counts)
+     select o.id, o.user_id, o.status, now() + make_interval(secs => o.timeout), o.key, o.hash,
+            coalesce(i.skus, '{}'), coalesce(i.counts, '{}'),
+            coalesce(h.skus, '{}'), coalesce(h.warehouses, '{}'), coalesce(h.counts, '{}')
+     from unnest($21::bigint[], $22::bigint[], $23::smallint[], $24::float8[], $25::text[], $26::text[])
+          as o(id, user_id, status, timeout, key, hash)
+     left join items i on i.order_id = o.id
+     left join held h on h.order_id = o.id"
+);
+
+/// The parameters of [`WRITE_NEW_ORDERS`] for a placed batch: its history and events, the ledger's deltas, and
+/// the new orders' items, holds and rows as flat arrays.
+struct NewOrderColumns<'a> {
+    events: EventRows,
+    deltas: [Vec<i64>; 4],
+    item_orders: Vec<i64>,
+    item_skus: Vec<i64>,
+    item_counts: Vec<i32>,
+    held: [Vec<i64>; 4],
+    ids: Vec<i64>,
+    users: Vec<i64>,
+    statuses: Vec<i16>,
+    timeouts: Vec<Option<f64>>,
+    keys: Vec<Option<&'a str>>,
+    hashes: Vec<Option<&'a str>>,
+}
+
+impl<'a> NewOrderColumns<'a> {
+    fn of(batch: &NewOrders<'a>, ledger: &Ledger) -> Self {
+        let (mut item_orders, mut item_skus, mut item_counts) = (Vec::new(), Vec::new(), Vec::new());
+        let mut held: [Vec<i64>; 4] = Default::default();
+        let (mut ids, mut users, mut statuses, mut timeouts, mut keys, mut hashes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (call, order_id, placement) in batch.placed() {
+            let id = order_id.get();
+            for (sku, count) in call.lines.iter() {
+                item_orders.push(id);
+                item_skus.push(i64::from(sku.get()));
+                // A count is at most 65,535 (`Count`).
+                item_counts.push(count.get() as i32);
+            }
+            for r in &placement.reservations {
+                let [orders, skus, warehouses, counts] = &mut held;
+                orders.push(id);
+                skus.push(i64::from(r.sku.get()));
+                warehouses.push(r.warehouse.get());
+                // Reserved units are counts of one order line, far below i64::MAX.
+                counts.push(r.count as i64);
+            }
+            ids.push(id);
+            users.push(call.user.get());
+            statuses.push(placement.status.code());
+            timeouts.push(placement.payment_timeout.map(|timeout| timeout.as_secs_f64()));
+            keys.push(call.idempotency.as_ref().map(|key| key.key.as_str()));
+            hashes.push(call.idempotency.as_ref().map(|key| key.request_hash.as_str()));
+        }
+        let events = EventRows::of_requests(
+            batch.placed().map(|(call, order_id, placement)| (order_id, call, placement.steps.as_slice())),
+            Utc::now(),
+        );
+        let deltas = delta_params(&ledger.deltas());
+        Self { events, deltas, item_orders, item_skus, item_counts, held, ids, users, statuses, timeouts, keys, hashes }
+    }
+
+    /// `$1`–`$26`, in order.
+    fn params(&self) -> Vec<Param<'_>> {
+        let mut params = record_params(&self.events, &self.deltas);
+        params.extend([&self.item_orders as Param<'_>, &self.item_skus, &self.item_counts]);
+        params.extend(self.held.iter().map(|column| column as Param<'_>));
+        params.extend([&self.ids as Param<'_>, &self.users, &self.statuses, &self.timeouts, &self.keys, &self.hashes]);
+        params
+    }
 }

@@ -1,0 +1,183 @@
+//! The connections LOMS's write batches run on: tokio-postgres, which pipelines. A batch sends BEGIN together with
+//! its first statement, and its write together with COMMIT, each pair in one flight, so it waits for PostgreSQL
+//! twice instead of four times (sqlx sends a statement only once the one before it was answered). On this 2-core
+//! machine the round trips were a third of a batch's cycle (docs/benchmarks.md, run 11), and a call waits for the
+//! cycle before its own, so they were paid twice per call.
+//!
+//! A transaction that ends without COMMIT or ROLLBACK (an error on the way, a dropped future) takes its connection
+//! out of the pool instead of handing a connection inside a transaction to the next batch.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use futures::future::join;
+use tokio_postgres::{NoTls, Row, types::ToSql};
+
+use crate::domain::LomsError;
+
+/// How long a batch waits for a connection (or for a new one to be opened) before its calls are answered
+/// UNAVAILABLE: the sqlx pool's acquire timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A statement's parameter, as tokio-postgres takes it.
+pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
+/// A statement's parameters.
+pub(super) type Params<'a> = [Param<'a>];
+
+/// A pool of pipelining connections, opened on demand, at most one per batch in flight.
+#[derive(Clone)]
+pub(super) struct Pipelined {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Pipelined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("Pipelined").field("size", &status.size).field("max_size", &status.max_size).finish()
+    }
+}
+
+impl Pipelined {
+    /// Up to `size` connections to the database `url` names (the URL sqlx is given: `postgres://…`).
+    pub(super) fn new(url: &str, size: usize) -> anyhow::Result<Self> {
+        let config: tokio_postgres::Config = url.parse()?;
+        // Fast: a returned connection is checked for being open, not pinged (a dead one fails its first statement,
+        // which is UNAVAILABLE like any outage); no transaction is ever returned open (see `Transaction`'s drop).
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()?;
+        Ok(Self { pool })
+    }
+
+    /// Opens a transaction with `sql` as its first statement, sent in the same flight as BEGIN, and returns it with
+    /// the statement's rows.
+    pub(super) async fn begin_with(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<(Transaction, Vec<Row>), LomsError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(sql).await?;
+        let tx = Transaction { client: Some(client) };
+        let client = tx.client();
+        // tokio-postgres sends a request when its future is first polled, and `join` polls BEGIN first.
+        let (begun, rows) = join(client.batch_execute("BEGIN"), client.query(&statement, params)).await;
+        begun?;
+        Ok((tx, rows?))
+    }
+
+    /// Closes every connection.
+    pub(super) fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// An open transaction on a pipelining connection.
+pub(super) struct Transaction {
+    /// `None` once the transaction ended cleanly and its connection went back to the pool.
+    client: Option<Object>,
+}
+
+/// How a write sent with COMMIT ended.
+#[derive(Debug)]
+pub(super) enum Committed {
+    /// Written and committed.
+    Yes,
+    /// PostgreSQL refused the write (and the COMMIT after it rolled the transaction back): nothing was written.
+    No(LomsError),
+    /// The connection failed with the write or the COMMIT in flight: the outcome is unknown.
+    Unknown(LomsError),
+}
+
+impl Transaction {
+    fn client(&self) -> &Object {
+        self.client.as_ref().expect("a transaction has its connection until it ends")
+    }
+
+    /// Runs `sql` and returns its rows.
+    pub(super) async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, LomsError> {
+        let client = self.client();
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+
+    /// Runs `sql` and COMMIT in one flight.
+    pub(super) async fn write_and_commit(mut self, sql: &str, params: &Params<'_>) -> Committed {
+        let client = self.client();
+        let statement = match client.prepare_cached(sql).await {
+            Ok(statement) => statement,
+            // Nothing was sent: the transaction is dropped and its connection closed.
+            Err(error) => return Committed::No(error.into()),
+        };
+        crate::storage::batch::committing();
+        let (written, committed) = join(client.execute(&statement, params), client.batch_execute("COMMIT")).await;
+        let clean = committed.is_ok();
+        let outcome = match (written, committed) {
+            (Ok(_), Ok(())) => Committed::Yes,
+            // COMMIT in a transaction a statement failed rolls back, and says so without an error.
+            (Err(refused), _) if refused.as_db_error().is_some() => Committed::No(refused.into()),
+            (Err(error), _) | (_, Err(error)) => Committed::Unknown(error.into()),
+        };
+        if clean {
+            // Outside any transaction again: the connection can serve the next batch.
+            self.client = None;
+        }
+        outcome
+    }
+
+    /// Ends the transaction without writing.
+    pub(super) async fn rollback(mut self) -> Result<(), LomsError> {
+        self.client().batch_execute("ROLLBACK").await?;
+        self.client = None;
+        Ok(())
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Still inside the transaction (or unsure): close the connection rather than return it to the pool;
+            // PostgreSQL rolls the transaction back when its connection goes.
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").field("open", &self.client.is_some()).finish()
+    }
+}
+
+impl From<tokio_postgres::Error> for LomsError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.code() {
+            Some(state) if minizon_common::db::is_retryable_sqlstate(state.code()) => Self::Contention,
+            Some(state) if minizon_common::db::is_transient_sqlstate(state.code()) => {
+                Self::Unavailable(error.to_string())
+            }
+            Some(_) => Self::Internal(Box::new(error)),
+            // No SQLSTATE: the connection failed (closed, I/O, timed out), not the statement.
+            None if error.is_closed() || is_io(&error) => Self::Unavailable(error.to_string()),
+            // Encoding a parameter or decoding a column: a bug.
+            None => Self::Internal(Box::new(error)),
+        }
+    }
+}
+
+/// Whether the error came from the socket.
+fn is_io(error: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
+}
+
+/// A connection the pool could not give within [`CONNECT_TIMEOUT`], or could not open.
+fn pool_error(error: PoolError) -> LomsError {
+    match error {
+        PoolError::Backend(error) => error.into(),
+        other => LomsError::Unavailable(format!("no connection for the write batch: {other}")),
+    }
+}
