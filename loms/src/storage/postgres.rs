@@ -24,6 +24,7 @@ use sqlx::{Postgres, Row, Transaction, postgres::PgRow};
 
 use super::{
     after_commit::AfterCommit,
+    batch::{BatchKind, commit_failed},
     decode::{
         corrupt, stored_level, stored_lines, stored_order_id, stored_reservation, stored_status, stored_transition,
         stored_user,
@@ -129,6 +130,31 @@ impl PgStore {
     pub async fn close(&self) {
         self.pipelined.close();
         self.pool.close().await;
+    }
+
+    /// The answers of a write batch whose write went out with its COMMIT ([`pipelined::Transaction::write_and_commit`])
+    /// and ended `committed`, the batch of `calls` calls having changed the stock of `skus`: `answers` once
+    /// committed; `Err` (nothing written: the batch may run again, or call by call) when PostgreSQL refused the
+    /// write; every call answered UNAVAILABLE when the outcome is unknown, so that none is run twice.
+    fn batch_ended<T>(
+        &self,
+        committed: pipelined::Committed,
+        kind: BatchKind,
+        calls: usize,
+        skus: impl IntoIterator<Item = Sku>,
+        answers: impl FnOnce() -> Vec<Result<T, LomsError>>,
+    ) -> Result<Vec<Result<T, LomsError>>, LomsError> {
+        match committed {
+            pipelined::Committed::Yes => {
+                self.after_commit.after(skus, true);
+                Ok(answers())
+            }
+            pipelined::Committed::No(error) => Err(error),
+            pipelined::Committed::Unknown(error) => {
+                self.after_commit.after(skus, false);
+                Ok(commit_failed(kind, calls, &error))
+            }
+        }
     }
 
     /// Runs `attempt` again when PostgreSQL aborted it for a deadlock or serialization conflict.

@@ -10,15 +10,11 @@
 
 use chrono::Utc;
 
-use super::{
-    PgStore, Tx, delta_params,
-    pipelined::{Committed, Param},
-    record_params,
-};
+use super::{PgStore, Tx, delta_params, pipelined::Param, record_params};
 use crate::{
     domain::{CreateOrder, Ledger, LomsError, OrderId, StockLevel},
     storage::{
-        batch::{BatchKind, CreateAnswer, CreateBatch, commit_failed},
+        batch::{BatchKind, CreateAnswer, CreateBatch},
         decode::{stored_level, stored_order_id, stored_status, stored_user},
         new_orders::{NewOrders, StoredKey, StoredKeys},
         records::EventRows,
@@ -60,17 +56,8 @@ impl PgStore {
         let mut ledger = Ledger::new(stock);
         batch.place(ids, &mut ledger);
         let columns = NewOrderColumns::of(&batch, &ledger);
-        match tx.write_and_commit(WRITE_NEW_ORDERS, &columns.params()).await {
-            Committed::Yes => {
-                self.after_commit.after(batch.skus(), true);
-                Ok(batch.answers())
-            }
-            Committed::No(error) => Err(error),
-            Committed::Unknown(error) => {
-                self.after_commit.after(batch.skus(), false);
-                Ok(commit_failed(BatchKind::Create, calls.len(), &error))
-            }
-        }
+        let committed = tx.write_and_commit(WRITE_NEW_ORDERS, &columns.params()).await;
+        self.batch_ended(committed, BatchKind::Create, calls.len(), batch.skus(), || batch.answers())
     }
 }
 

@@ -11,11 +11,11 @@
 //! other failure before COMMIT runs its calls one by one on the per-call path; a failed COMMIT answers every call
 //! UNAVAILABLE.
 
-use super::{HeldStock, PgStore, PlanColumns, WRITE_PLANS, order_state, pipelined::Committed, settle};
+use super::{HeldStock, PgStore, PlanColumns, WRITE_PLANS, order_state, settle};
 use crate::{
     domain::{LomsError, OrderState},
     storage::{
-        batch::{BatchKind, CommandAnswer, CommandBatch, CommandCall, commit_failed},
+        batch::{BatchKind, CommandAnswer, CommandBatch, CommandCall},
         command_batches::{DecidedCommands, distinct_orders},
         decode::{stored_level, stored_order_id, stored_reservation},
     },
@@ -46,17 +46,8 @@ impl PgStore {
         }
         let plans = decided.plans();
         let columns = PlanColumns::of(&plans, &settle(&plans, stock)?);
-        match tx.write_and_commit(WRITE_PLANS, &columns.params()).await {
-            Committed::Yes => {
-                self.after_commit.after(decided.skus(), true);
-                Ok(decided.answers())
-            }
-            Committed::No(error) => Err(error),
-            Committed::Unknown(error) => {
-                self.after_commit.after(decided.skus(), false);
-                Ok(commit_failed(BatchKind::Command, calls.len(), &error))
-            }
-        }
+        let committed = tx.write_and_commit(WRITE_PLANS, &columns.params()).await;
+        self.batch_ended(committed, BatchKind::Command, calls.len(), decided.skus(), || decided.answers())
     }
 }
 
