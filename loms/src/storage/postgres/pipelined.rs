@@ -1,8 +1,9 @@
 //! The connections LOMS's write batches run on: tokio-postgres, which pipelines. A batch sends BEGIN together with
 //! its first statement, and its write together with COMMIT, each pair in one flight, so it waits for PostgreSQL
-//! twice instead of four times (sqlx sends a statement only once the one before it was answered). On this 2-core
-//! machine the round trips were a third of a batch's cycle (docs/benchmarks.md, run 11), and a call waits for the
-//! cycle before its own, so they were paid twice per call.
+//! twice instead of four times (sqlx sends a statement only once the one before it was answered). On the 2-core
+//! benchmark machine the committer's session spent 29 % of its time waiting for LOMS's next statement, and a call
+//! waits for the batch in flight before its own, so each wait was paid twice per call; pipelined, CreateOrder ran
+//! 13–28 % faster (docs/benchmarks.md, run 11).
 //!
 //! A transaction that ends without COMMIT or ROLLBACK (an error on the way, a dropped future) takes its connection
 //! out of the pool instead of handing a connection inside a transaction to the next batch.
