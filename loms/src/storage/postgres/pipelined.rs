@@ -162,17 +162,19 @@ impl From<tokio_postgres::Error> for LomsError {
                 Self::Unavailable(error.to_string())
             }
             Some(_) => Self::Internal(Box::new(error)),
-            // No SQLSTATE: the connection failed (closed, I/O, timed out), not the statement.
-            None if error.is_closed() || is_io(&error) => Self::Unavailable(error.to_string()),
-            // Encoding a parameter or decoding a column: a bug.
-            None => Self::Internal(Box::new(error)),
+            // Encoding a parameter or decoding a column (the error's source is the conversion's): a bug.
+            None if !error.is_closed() && source(&error).is_some_and(|source| !source.is::<std::io::Error>()) => {
+                Self::Internal(Box::new(error))
+            }
+            // No SQLSTATE otherwise: the connection failed (closed, I/O, timed out), not the statement.
+            None => Self::Unavailable(error.to_string()),
         }
     }
 }
 
-/// Whether the error came from the socket.
-fn is_io(error: &tokio_postgres::Error) -> bool {
-    std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
+/// What the error wraps, if anything.
+fn source(error: &tokio_postgres::Error) -> Option<&(dyn std::error::Error + 'static)> {
+    std::error::Error::source(error)
 }
 
 /// A connection the pool could not give within [`CONNECT_TIMEOUT`], or could not open.
