@@ -87,6 +87,21 @@ async fn a_real_prometheus_scrapes_loms_and_sees_the_create_order_rate() {
         "no pool waits counted in:\n{exposition}"
     );
     assert!(exposition.contains("db_pool_waiters{"), "no pool waiters gauge in:\n{exposition}");
+    if loms.db.is_postgres() {
+        // The order was committed by a write batch, on a connection of the batches' own (pipelining) pool.
+        assert!(
+            exposition.lines().any(|line| line.starts_with("db_pool_acquire_wait_seconds_count{")
+                && line.contains(r#"-write-batches""#)
+                && !line.ends_with(" 0")),
+            "no wait for a write-batch connection counted in:\n{exposition}"
+        );
+        assert!(
+            exposition
+                .lines()
+                .any(|line| line.starts_with("db_pool_max_connections{") && line.contains("-write-batches")),
+            "no write-batch pool size in:\n{exposition}"
+        );
+    }
 
     let dir = std::env::temp_dir().join(format!("minizon-prometheus-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("a temp dir");

@@ -5,7 +5,8 @@ mod pool;
 use std::time::Duration;
 
 pub use pool::{
-    POOL_ACQUIRE_WAIT, POOL_CONNECTIONS, POOL_MAX_CONNECTIONS, POOL_WAITERS, PgPool, Pool, SqlitePool, describe_metrics,
+    POOL_ACQUIRE_WAIT, POOL_CONNECTIONS, POOL_MAX_CONNECTIONS, POOL_WAITERS, PgPool, Pool, PoolSeries, SqlitePool,
+    Waiting, describe_metrics,
 };
 use sqlx::{
     ConnectOptions,

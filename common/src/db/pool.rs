@@ -44,14 +44,13 @@ pub type SqlitePool = Pool<sqlx::Sqlite>;
 #[derive(Debug)]
 pub struct Pool<DB: Database> {
     pool: sqlx::Pool<DB>,
-    waiters: Gauge,
-    acquire_wait: Histogram,
+    series: PoolSeries,
 }
 
 // By hand: a derived `Clone` would ask the database type itself (`Postgres`, `Sqlite`) to be `Clone`.
 impl<DB: Database> Clone for Pool<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone(), waiters: self.waiters.clone(), acquire_wait: self.acquire_wait.clone() }
+        Self { pool: self.pool.clone(), series: self.series.clone() }
     }
 }
 
@@ -59,18 +58,18 @@ impl<DB: Database> Pool<DB> {
     /// Watches `pool` under the label `name`. The series are registered with the recorder installed now, so a
     /// process opens its pools after binding its metrics endpoint.
     pub fn new(pool: sqlx::Pool<DB>, name: String) -> Self {
-        report_connections(pool.clone(), name.clone());
-        Self {
-            waiters: metrics::gauge!(POOL_WAITERS, "pool" => name.clone()),
-            acquire_wait: metrics::histogram!(POOL_ACQUIRE_WAIT, "pool" => name),
-            pool,
-        }
+        let watched = pool.clone();
+        let max = watched.options().get_max_connections() as usize;
+        let series = PoolSeries::new(name, max, move || {
+            (!watched.is_closed()).then(|| (watched.size() as usize, watched.num_idle()))
+        });
+        Self { pool, series }
     }
 
     /// A connection, counted as a waiter and timed until it is handed over, the pool gives up (its acquire
     /// timeout), or the caller does (its future dropped by a deadline).
     pub async fn acquire(&self) -> Result<PoolConnection<DB>, sqlx::Error> {
-        let _waiting = Waiting::start(self);
+        let _waiting = self.series.waiting();
         self.pool.acquire().await
     }
 
@@ -107,19 +106,42 @@ impl<DB: Database> Pool<DB> {
     }
 }
 
+/// The series of one pool of any driver, under the `pool` label: its waiters and their waits (around every
+/// checkout, [`PoolSeries::waiting`]), and its connections, refreshed every few seconds until it closes. sqlx's
+/// pools get them through [`Pool`]; a pool of another driver (LOMS's pipelining write-batch connections) uses it
+/// directly.
+#[derive(Debug, Clone)]
+pub struct PoolSeries {
+    waiters: Gauge,
+    acquire_wait: Histogram,
+}
+
+impl PoolSeries {
+    /// The series of the pool `name` of at most `max` connections; `connections` says how many it holds and how
+    /// many of them are idle, or `None` once it is closed.
+    pub fn new(name: String, max: usize, connections: impl Fn() -> Option<(usize, usize)> + Send + 'static) -> Self {
+        report_connections(name.clone(), max, connections);
+        Self {
+            waiters: metrics::gauge!(POOL_WAITERS, "pool" => name.clone()),
+            acquire_wait: metrics::histogram!(POOL_ACQUIRE_WAIT, "pool" => name),
+        }
+    }
+
+    /// Counts the caller as a waiter until the guard drops (its connection handed over, or its wait given up), and
+    /// then records how long it waited.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiters.increment(1.0);
+        Waiting { waiters: &self.waiters, acquire_wait: &self.acquire_wait, started: Instant::now() }
+    }
+}
+
 /// One caller counted in the waiters gauge for as long as it lives, its wait recorded when it ends: so a caller
 /// that gives up (its future dropped by a deadline) leaves the count, and its wait is timed too.
-struct Waiting<'a> {
+#[derive(Debug)]
+pub struct Waiting<'a> {
     waiters: &'a Gauge,
     acquire_wait: &'a Histogram,
     started: Instant,
-}
-
-impl<'a> Waiting<'a> {
-    fn start<DB: Database>(pool: &'a Pool<DB>) -> Self {
-        pool.waiters.increment(1.0);
-        Self { waiters: &pool.waiters, acquire_wait: &pool.acquire_wait, started: Instant::now() }
-    }
 }
 
 impl Drop for Waiting<'_> {
@@ -129,17 +151,16 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Refreshes the pool's connection gauges every few seconds until the pool closes. `name` is the `pool` label.
-fn report_connections<DB: Database>(pool: sqlx::Pool<DB>, name: String) {
+/// Refreshes a pool's connection gauges every few seconds until `connections` says it closed. `name` is the
+/// `pool` label.
+fn report_connections(name: String, max: usize, connections: impl Fn() -> Option<(usize, usize)> + Send + 'static) {
+    metrics::gauge!(POOL_MAX_CONNECTIONS, "pool" => name.clone()).set(max as f64);
+    let idle = metrics::gauge!(POOL_CONNECTIONS, "pool" => name.clone(), "state" => "idle");
+    let in_use = metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "in_use");
     tokio::spawn(async move {
-        let max = f64::from(pool.options().get_max_connections());
-        metrics::gauge!(POOL_MAX_CONNECTIONS, "pool" => name.clone()).set(max);
-        let idle = metrics::gauge!(POOL_CONNECTIONS, "pool" => name.clone(), "state" => "idle");
-        let in_use = metrics::gauge!(POOL_CONNECTIONS, "pool" => name, "state" => "in_use");
-        while !pool.is_closed() {
-            let (size, free) = (pool.size(), pool.num_idle());
+        while let Some((size, free)) = connections() {
             idle.set(free as f64);
-            in_use.set(f64::from(size).max(free as f64) - free as f64);
+            in_use.set(size.saturating_sub(free) as f64);
             tokio::time::sleep(POOL_METRICS_EVERY).await;
         }
         idle.set(0.0);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::future::join;
+use minizon_common::db::PoolSeries;
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
 use crate::domain::LomsError;
@@ -25,10 +26,12 @@ pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
 /// A statement's parameters.
 pub(super) type Params<'a> = [Param<'a>];
 
-/// A pool of pipelining connections, opened on demand, at most one per batch in flight.
+/// A pool of pipelining connections, opened on demand, at most one per batch in flight, watched as the pool
+/// `<database>-write-batches` of the `db_pool_*` series.
 #[derive(Clone)]
 pub(super) struct Pipelined {
     pool: Pool,
+    series: PoolSeries,
 }
 
 impl std::fmt::Debug for Pipelined {
@@ -42,6 +45,7 @@ impl Pipelined {
     /// Up to `size` connections to the database `url` names (the URL sqlx is given: `postgres://…`).
     pub(super) fn new(url: &str, size: usize) -> anyhow::Result<Self> {
         let config: tokio_postgres::Config = url.parse()?;
+        let name = format!("{}-write-batches", config.get_dbname().unwrap_or("postgres"));
         // Fast: a returned connection is checked for being open, not pinged (a dead one fails its first statement,
         // which is UNAVAILABLE like any outage); no transaction is ever returned open (see `Transaction`'s drop).
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -51,7 +55,12 @@ impl Pipelined {
             .wait_timeout(Some(CONNECT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()?;
-        Ok(Self { pool })
+        let watched = pool.clone();
+        let series = PoolSeries::new(name, size.max(1), move || {
+            let status = watched.status();
+            (!watched.is_closed()).then_some((status.size, status.available))
+        });
+        Ok(Self { pool, series })
     }
 
     /// Opens a transaction with `sql` as its first statement, sent in the same flight as BEGIN, and returns it with
@@ -61,7 +70,10 @@ impl Pipelined {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<(Transaction, Vec<Row>), LomsError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let client = {
+            let _waiting = self.series.waiting();
+            self.pool.get().await.map_err(pool_error)?
+        };
         let statement = client.prepare_cached(sql).await?;
         let tx = Transaction { client: Some(client) };
         let client = tx.client();
