@@ -28,17 +28,10 @@ pub(super) type Params<'a> = [Param<'a>];
 
 /// A pool of pipelining connections, opened on demand, at most one per batch in flight, watched as the pool
 /// `<database>-write-batches` of the `db_pool_*` series.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(super) struct Pipelined {
     pool: Pool,
     series: PoolSeries,
-}
-
-impl std::fmt::Debug for Pipelined {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let status = self.pool.status();
-        f.debug_struct("Pipelined").field("size", &status.size).field("max_size", &status.max_size).finish()
-    }
 }
 
 impl Pipelined {
@@ -90,6 +83,7 @@ impl Pipelined {
 }
 
 /// An open transaction on a pipelining connection.
+#[derive(Debug)]
 pub(super) struct Transaction {
     /// `None` once the transaction ended cleanly and its connection went back to the pool.
     client: Option<Object>,
@@ -157,12 +151,6 @@ impl Drop for Transaction {
             // PostgreSQL rolls the transaction back when its connection goes.
             drop(Object::take(client));
         }
-    }
-}
-
-impl std::fmt::Debug for Transaction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transaction").field("open", &self.client.is_some()).finish()
     }
 }
 
