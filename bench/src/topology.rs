@@ -26,6 +26,82 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The line `scripts/kafka.sh start` logs once the broker listens and the topics exist.
 const BROKER_READY_LINE: &str = "kafka.sh: ready";
 
+/// Where the production topology runs: one flag (and variable) per setting.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopologyArgs {
+    /// Directory of the built binaries.
+    #[arg(long, env = "UP_BIN_DIR", default_value = "target/debug")]
+    pub bin_dir: PathBuf,
+
+    /// Logs, pid files and the broker's data.
+    #[arg(long, env = "UP_RUN_DIR", default_value = "data/up")]
+    pub run_dir: PathBuf,
+
+    /// The broker's start script.
+    #[arg(long, env = "UP_KAFKA_SCRIPT", default_value = "scripts/kafka.sh")]
+    pub kafka_script: PathBuf,
+
+    /// The broker's address.
+    #[arg(long, env = "KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
+    pub kafka_listen: SocketAddr,
+
+    /// PostgreSQL server, without a database name.
+    #[arg(long, env = "UP_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432")]
+    pub postgres_url: String,
+
+    /// Prefix of the database names (`<prefix>loms`, `<prefix>checkout`, `<prefix>notifications`).
+    #[arg(long, env = "UP_DATABASE_PREFIX", default_value = "")]
+    pub database_prefix: String,
+
+    /// LOMS replicas on one database, on consecutive ports from `--loms-port`.
+    #[arg(long, env = "LOMS_REPLICAS", default_value_t = 1)]
+    pub loms_replicas: u16,
+
+    /// Port of the first LOMS replica.
+    #[arg(long, env = "UP_LOMS_PORT", default_value_t = 50061)]
+    pub loms_port: u16,
+
+    /// Checkout's port.
+    #[arg(long, env = "UP_CHECKOUT_PORT", default_value_t = 50052)]
+    pub checkout_port: u16,
+
+    /// ProductService's port.
+    #[arg(long, env = "UP_PRODUCT_PORT", default_value_t = 50053)]
+    pub product_port: u16,
+
+    /// LOMS admin token.
+    #[arg(long, env = "LOMS_ADMIN_TOKEN", default_value = "dev-admin-token", hide_env_values = true)]
+    pub admin_token: String,
+
+    /// Log filter of the services (their `RUST_LOG`).
+    #[arg(long, env = "UP_SERVICE_LOG", default_value = "info")]
+    pub service_log: String,
+}
+
+impl TopologyArgs {
+    /// The layout these flags describe, with absolute paths (pid files name the programs they started).
+    pub fn layout(&self) -> anyhow::Result<Layout> {
+        let absolute = |path: &std::path::Path| std::path::absolute(path);
+        Ok(Layout {
+            bin_dir: absolute(&self.bin_dir)?,
+            run_dir: absolute(&self.run_dir)?,
+            kafka_script: absolute(&self.kafka_script)?,
+            kafka_listen: self.kafka_listen,
+            postgres: self.postgres_url.clone(),
+            database_prefix: self.database_prefix.clone(),
+            loms_replicas: self.loms_replicas,
+            loms_port: self.loms_port,
+            checkout_port: self.checkout_port,
+            product_port: self.product_port,
+            admin_token: self.admin_token.clone(),
+            loms_env: Vec::new(),
+            checkout_env: Vec::new(),
+            notifications_env: Vec::new(),
+            log_filter: self.service_log.clone(),
+        })
+    }
+}
+
 /// Where everything listens and what it runs on.
 #[derive(Debug, Clone)]
 pub struct Layout {

@@ -19,9 +19,8 @@ use tokio::{sync::Mutex, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::TopologyArgs,
     target,
-    topology::{self, Running},
+    topology::{self, Running, TopologyArgs},
 };
 
 /// Settings of a soak run; the defaults are the full run of `make soak`.
