@@ -55,7 +55,7 @@ impl PgStore {
         let (ids, stock) = new_ids_and_stock(locked.iter().map(locked_row).collect::<Result<_, _>>()?, new)?;
         let mut ledger = Ledger::new(stock);
         batch.place(ids, &mut ledger);
-        let columns = NewOrderColumns::of(&batch, &ledger);
+        let columns = NewOrderColumns::of(&batch, &ledger)?;
         let committed = tx.write_and_commit(WRITE_NEW_ORDERS, &columns.params()).await;
         self.batch_ended(committed, BatchKind::Create, calls.len(), batch.skus(), || batch.answers())
     }
@@ -149,75 +149,71 @@ pub(super) async fn lock_stock_for_new_orders(
 }
 
 /// Writes a batch's new orders in one statement: the order rows with their final statuses, their items and their
-/// reservations (gathered per order from the flat arrays of the whole batch), the ledger's stock deltas (on rows
-/// locked by [`LOCK_STOCK_FOR_NEW_ORDERS`]), history and events; its parameters are [`NewOrderColumns`].
+/// reservations (each order's run of the flat arrays of the whole batch, cut out by its bounds), the ledger's stock
+/// deltas (on rows locked by [`LOCK_STOCK_FOR_NEW_ORDERS`]), history and events; its parameters are
+/// [`NewOrderColumns`]. Slicing costs no grouping: an order's lines are already one run of the flat arrays, in order.
 const WRITE_NEW_ORDERS: &str = concat!(
     "with ",
     record_ctes!(),
     ", ",
     stock_cte!(),
-    ", items as (
-         select order_id, array_agg(sku order by n) as skus, array_agg(count order by n) as counts
-         from unnest($14::bigint[], $15::bigint[], $16::int[]) with ordinality as i(order_id, sku, count, n)
-         group by order_id
-     ), held as (
-         select order_id, array_agg(sku order by n) as skus, array_agg(warehouse_id order by n) as warehouses,
-                array_agg(count order by n) as counts
-         from unnest($17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[])
-              with ordinality as r(order_id, sku, warehouse_id, count, n)
-         group by order_id
-     )
-     insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
-                         item_skus, item_counts, held_skus, held_warehouses, held_counts)
+    " insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
+                          item_skus, item_counts, held_skus, held_warehouses, held_counts)
      select o.id, o.user_id, o.status, now() + make_interval(secs => o.timeout), o.key, o.hash,
-            coalesce(i.skus, '{}'), coalesce(i.counts, '{}'),
-            coalesce(h.skus, '{}'), coalesce(h.warehouses, '{}'), coalesce(h.counts, '{}')
-     from unnest($21::bigint[], $22::bigint[], $23::smallint[], $24::float8[], $25::text[], $26::text[])
-          as o(id, user_id, status, timeout, key, hash)
-     left join items i on i.order_id = o.id
-     left join held h on h.order_id = o.id"
+            ($14::bigint[])[o.items_from:o.items_to], ($15::int[])[o.items_from:o.items_to],
+            ($16::bigint[])[o.held_from:o.held_to], ($17::bigint[])[o.held_from:o.held_to],
+            ($18::bigint[])[o.held_from:o.held_to]
+     from unnest($19::bigint[], $20::bigint[], $21::smallint[], $22::float8[], $23::text[], $24::text[],
+                 $25::int[], $26::int[], $27::int[], $28::int[])
+          as o(id, user_id, status, timeout, key, hash, items_from, items_to, held_from, held_to)"
 );
 
-/// The parameters of [`WRITE_NEW_ORDERS`] for a placed batch: its history and events, the ledger's deltas, and
-/// the new orders' items, holds and rows as flat arrays.
+/// The parameters of [`WRITE_NEW_ORDERS`] for a placed batch: its history and events, the ledger's deltas, the new
+/// orders' items and holds as flat arrays, and the orders' rows with the bounds of their runs in those arrays.
 struct NewOrderColumns<'a> {
     events: EventRows,
     deltas: [Vec<i64>; 4],
-    item_orders: Vec<i64>,
     item_skus: Vec<i64>,
     item_counts: Vec<i32>,
-    held: [Vec<i64>; 4],
+    /// Skus, warehouses and counts.
+    held: [Vec<i64>; 3],
     ids: Vec<i64>,
     users: Vec<i64>,
     statuses: Vec<i16>,
     timeouts: Vec<Option<f64>>,
     keys: Vec<Option<&'a str>>,
     hashes: Vec<Option<&'a str>>,
+    /// Each order's run of the items, then of the holds: first and last position, 1-based (an empty run ends
+    /// before it starts, and its slice is empty).
+    bounds: [Vec<i32>; 4],
 }
 
 impl<'a> NewOrderColumns<'a> {
-    fn of(batch: &NewOrders<'a>, ledger: &Ledger) -> Self {
-        let (mut item_orders, mut item_skus, mut item_counts) = (Vec::new(), Vec::new(), Vec::new());
-        let mut held: [Vec<i64>; 4] = Default::default();
+    fn of(batch: &NewOrders<'a>, ledger: &Ledger) -> Result<Self, LomsError> {
+        let (mut item_skus, mut item_counts) = (Vec::new(), Vec::new());
+        let mut held: [Vec<i64>; 3] = Default::default();
+        let mut bounds: [Vec<i32>; 4] = Default::default();
         let (mut ids, mut users, mut statuses, mut timeouts, mut keys, mut hashes) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (call, order_id, placement) in batch.placed() {
-            let id = order_id.get();
+            let [items_from, items_to, held_from, held_to] = &mut bounds;
+            items_from.push(position(item_skus.len() + 1)?);
             for (sku, count) in call.lines.iter() {
-                item_orders.push(id);
                 item_skus.push(i64::from(sku.get()));
                 // A count is at most 65,535 (`Count`).
                 item_counts.push(count.get() as i32);
             }
+            items_to.push(position(item_skus.len())?);
+            let [skus, warehouses, counts] = &mut held;
+            held_from.push(position(skus.len() + 1)?);
             for r in &placement.reservations {
-                let [orders, skus, warehouses, counts] = &mut held;
-                orders.push(id);
                 skus.push(i64::from(r.sku.get()));
                 warehouses.push(r.warehouse.get());
                 // Reserved units are counts of one order line, far below i64::MAX.
                 counts.push(r.count as i64);
             }
-            ids.push(id);
+            held_to.push(position(skus.len())?);
+            ids.push(order_id.get());
             users.push(call.user.get());
             statuses.push(placement.status.code());
             timeouts.push(placement.payment_timeout.map(|timeout| timeout.as_secs_f64()));
@@ -229,15 +225,21 @@ impl<'a> NewOrderColumns<'a> {
             Utc::now(),
         );
         let deltas = delta_params(&ledger.deltas());
-        Self { events, deltas, item_orders, item_skus, item_counts, held, ids, users, statuses, timeouts, keys, hashes }
+        Ok(Self { events, deltas, item_skus, item_counts, held, ids, users, statuses, timeouts, keys, hashes, bounds })
     }
 
-    /// `$1`–`$26`, in order.
+    /// `$1`–`$28`, in order.
     fn params(&self) -> Vec<Param<'_>> {
         let mut params = record_params(&self.events, &self.deltas);
-        params.extend([&self.item_orders as Param<'_>, &self.item_skus, &self.item_counts]);
+        params.extend([&self.item_skus as Param<'_>, &self.item_counts]);
         params.extend(self.held.iter().map(|column| column as Param<'_>));
         params.extend([&self.ids as Param<'_>, &self.users, &self.statuses, &self.timeouts, &self.keys, &self.hashes]);
+        params.extend(self.bounds.iter().map(|column| column as Param<'_>));
         params
     }
+}
+
+/// A 1-based position in a batch's flat arrays, as PostgreSQL's array subscripts take it.
+fn position(index: usize) -> Result<i32, LomsError> {
+    i32::try_from(index).map_err(|_| LomsError::Internal("a batch too large".into()))
 }
