@@ -112,7 +112,7 @@ fn locked_row(row: &tokio_postgres::Row) -> Result<LockedRow, LomsError> {
 /// The skus (`$1`) and the count of ids (`$2`) of [`LOCK_STOCK_FOR_NEW_ORDERS`] for a batch of `new` new orders.
 fn lock_params(batch: &NewOrders<'_>, new: usize) -> Result<(Vec<i64>, i32), LomsError> {
     let skus = batch.skus().into_iter().map(|sku| i64::from(sku.get())).collect();
-    Ok((skus, i32::try_from(new).map_err(|_| LomsError::Internal("a batch too large".into()))?))
+    Ok((skus, int4(new)?))
 }
 
 /// The `count` new ids and the locked levels from the rows of [`LOCK_STOCK_FOR_NEW_ORDERS`].
@@ -140,11 +140,8 @@ pub(super) async fn lock_stock_for_new_orders(
     skus: &[i64],
     count: usize,
 ) -> Result<(Vec<OrderId>, Vec<StockLevel>), LomsError> {
-    let rows: Vec<LockedRow> = sqlx::query_as(LOCK_STOCK_FOR_NEW_ORDERS)
-        .bind(skus)
-        .bind(i32::try_from(count).map_err(|_| LomsError::Internal("a batch too large".into()))?)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows: Vec<LockedRow> =
+        sqlx::query_as(LOCK_STOCK_FOR_NEW_ORDERS).bind(skus).bind(int4(count)?).fetch_all(&mut **tx).await?;
     new_ids_and_stock(rows, count)
 }
 
@@ -197,22 +194,22 @@ impl<'a> NewOrderColumns<'a> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (call, order_id, placement) in batch.placed() {
             let [items_from, items_to, held_from, held_to] = &mut bounds;
-            items_from.push(position(item_skus.len() + 1)?);
+            items_from.push(int4(item_skus.len() + 1)?);
             for (sku, count) in call.lines.iter() {
                 item_skus.push(i64::from(sku.get()));
                 // A count is at most 65,535 (`Count`).
                 item_counts.push(count.get() as i32);
             }
-            items_to.push(position(item_skus.len())?);
+            items_to.push(int4(item_skus.len())?);
             let [skus, warehouses, counts] = &mut held;
-            held_from.push(position(skus.len() + 1)?);
+            held_from.push(int4(skus.len() + 1)?);
             for r in &placement.reservations {
                 skus.push(i64::from(r.sku.get()));
                 warehouses.push(r.warehouse.get());
                 // Reserved units are counts of one order line, far below i64::MAX.
                 counts.push(r.count as i64);
             }
-            held_to.push(position(skus.len())?);
+            held_to.push(int4(skus.len())?);
             ids.push(order_id.get());
             users.push(call.user.get());
             statuses.push(placement.status.code());
@@ -239,7 +236,7 @@ impl<'a> NewOrderColumns<'a> {
     }
 }
 
-/// A 1-based position in a batch's flat arrays, as PostgreSQL's array subscripts take it.
-fn position(index: usize) -> Result<i32, LomsError> {
-    i32::try_from(index).map_err(|_| LomsError::Internal("a batch too large".into()))
+/// A count of a batch's orders, or a 1-based position in its flat arrays, as PostgreSQL's `int` takes it.
+fn int4(n: usize) -> Result<i32, LomsError> {
+    i32::try_from(n).map_err(|_| LomsError::Internal("a batch too large".into()))
 }
