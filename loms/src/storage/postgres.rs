@@ -459,9 +459,9 @@ async fn write_change(
     Ok(())
 }
 
-/// Writes a new order in one statement: the order row with its final status, its items and its reservations (units
-/// move from free to reserved in rows already locked by [`batch::lock_stock_for_new_orders`]), its history and its
-/// events.
+/// Writes a new order with the batch's statement ([`batch::WRITE_NEW_ORDERS`]), as a batch of one: the order row
+/// with its final status, its items and its reservations (units move from free to reserved in rows already locked
+/// by [`batch::lock_stock_for_new_orders`]), its history and its events.
 /// A second order with the same (user, idempotency key) makes the whole statement fail and write nothing.
 async fn write_new_order(
     tx: &mut Tx,
@@ -481,28 +481,26 @@ async fn write_new_order(
         Some(idempotency) => (Some(idempotency.key.as_str()), Some(idempotency.request_hash.as_str())),
         None => (None, None),
     };
+    // The order's runs are the whole arrays: at most 1,000 lines (`OrderLines::MAX_LINES`) and one hold per line
+    // and warehouse, far below i32::MAX.
+    let (items_to, held_to) = (item_skus.len() as i32, skus.len() as i32);
     let events = EventRows::of_requests([(order_id, request, placement.steps.as_slice())], Utc::now());
-    let query = sqlx::query(concat!(
-        "with ",
-        record_ctes!(),
-        ", ",
-        stock_cte!(),
-        " insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
-                              item_skus, item_counts, held_skus, held_warehouses, held_counts)
-         values ($14, $15, $16, now() + make_interval(secs => $17), $18, $19, $20, $21, $22, $23, $24)"
-    ));
-    bind_deltas(bind_events(query, events), deltas)
-        .bind(order_id.get())
-        .bind(request.user.get())
-        .bind(placement.status.code())
-        .bind(placement.payment_timeout.map(|timeout| timeout.as_secs_f64()))
-        .bind(key)
-        .bind(hash)
+    bind_deltas(bind_events(sqlx::query(batch::WRITE_NEW_ORDERS), events), deltas)
         .bind(&item_skus)
         .bind(&item_counts)
         .bind(&skus)
         .bind(&warehouses)
         .bind(&counts)
+        .bind([order_id.get()])
+        .bind([request.user.get()])
+        .bind([placement.status.code()])
+        .bind([placement.payment_timeout.map(|timeout| timeout.as_secs_f64())])
+        .bind([key])
+        .bind([hash])
+        .bind([1i32])
+        .bind([items_to])
+        .bind([1i32])
+        .bind([held_to])
         .execute(&mut **tx)
         .await?;
     Ok(())

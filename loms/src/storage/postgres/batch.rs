@@ -149,7 +149,7 @@ pub(super) async fn lock_stock_for_new_orders(
 /// reservations (each order's run of the flat arrays of the whole batch, cut out by its bounds), the ledger's stock
 /// deltas (on rows locked by [`LOCK_STOCK_FOR_NEW_ORDERS`]), history and events; its parameters are
 /// [`NewOrderColumns`]. Slicing costs no grouping: an order's lines are already one run of the flat arrays, in order.
-const WRITE_NEW_ORDERS: &str = concat!(
+pub(super) const WRITE_NEW_ORDERS: &str = concat!(
     "with ",
     record_ctes!(),
     ", ",
