@@ -170,9 +170,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_seed: bool,
 
-    /// Skip the `VACUUM (ANALYZE)` of LOMS's tables (PostgreSQL only) before each scenario. It stands in for
-    /// autovacuum, which may be off on a development server (as on the benchmark machine): without fresh
-    /// statistics PostgreSQL plans some LOMS queries as sequential scans.
+    /// Skip the `VACUUM (ANALYZE)` of LOMS's tables and the `CHECKPOINT` (PostgreSQL only) before each scenario.
+    /// The vacuum stands in for autovacuum, which may be off on a development server (as on the benchmark
+    /// machine): without fresh statistics PostgreSQL plans some LOMS queries as sequential scans. The checkpoint
+    /// keeps one that the previous scenarios' WAL would start from landing inside a measured window.
     #[arg(long)]
     pub no_vacuum: bool,
 

@@ -65,9 +65,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         };
         let mut recorder = Recorder::start(args).await;
 
-        // Before each scenario: what autovacuum would have done by then (a no-op without a PostgreSQL URL).
+        // Before each scenario, the baseline included: what autovacuum would have done by then, and a checkpoint
+        // (a no-op without a PostgreSQL URL).
         let vacuum = || maintenance.run();
         if args.wants("pgbench") {
+            vacuum().await;
             match &pgbench {
                 Some(pgbench) => recorder.record(pgbench.run(clients, args.warmup, args.duration).await?).await,
                 None => tracing::warn!("pgbench baseline skipped: no --pgbench-database-url"),
@@ -244,7 +246,8 @@ impl<'a> Recorder<'a> {
     }
 }
 
-/// `VACUUM (ANALYZE)` of LOMS's tables before each scenario, standing in for autovacuum (see `--no-vacuum`).
+/// Before each scenario: `VACUUM (ANALYZE)` of LOMS's tables, standing in for autovacuum, then a `CHECKPOINT`, so
+/// that every scenario (pgbench's included) starts from the same state of the server (see `--no-vacuum`).
 #[derive(Debug)]
 struct Maintenance(Option<sqlx::PgPool>);
 
@@ -269,6 +272,15 @@ impl Maintenance {
         match sqlx::raw_sql(vacuum).execute(pool).await {
             Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "vacuum (analyze) of the LOMS tables"),
             Err(error) => tracing::warn!(%error, "vacuum (analyze) of the LOMS tables failed; plans may be stale"),
+        }
+        // The previous scenarios' WAL would otherwise start a checkpoint at a moment no scenario chose: at LOMS's
+        // write rate one began every 30–60 s, and one inside a paced window stalled commits for seconds
+        // (docs/benchmarks.md, run 13). Taken here, between windows, the next one is a full max_wal_size of WAL
+        // away. Needs superuser or the pg_checkpoint role.
+        let started = std::time::Instant::now();
+        match sqlx::raw_sql("checkpoint").execute(pool).await {
+            Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "checkpoint"),
+            Err(error) => tracing::warn!(%error, "checkpoint failed; one may start inside the next window"),
         }
     }
 }
