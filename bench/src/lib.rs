@@ -67,9 +67,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
 
         // Before each scenario, the baseline included: what autovacuum would have done by then, and a checkpoint
         // (a no-op without a PostgreSQL URL).
-        let vacuum = || maintenance.run();
+        let maintain = || maintenance.run();
         if args.wants("pgbench") {
-            vacuum().await;
+            maintain().await;
             match &pgbench {
                 Some(pgbench) => recorder.record(pgbench.run(clients, args.warmup, args.duration).await?).await,
                 None => tracing::warn!("pgbench baseline skipped: no --pgbench-database-url"),
@@ -77,13 +77,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         }
         let orders = |items, then| Arc::new(OrderFlow::new(loms.clone(), skus, items, then, args.seed));
         if args.wants("create-3") {
-            vacuum().await;
+            maintain().await;
             let created = scenario("create-3", orders(3, AfterCreate::Leave), spec).await?;
             let peak = created.op("CreateOrder").map_or(0.0, |op| op.throughput);
             recorder.record(created).await;
             if args.wants("create-3@80%") && peak > 0.0 {
                 let paced = LoadSpec { rate: Some(peak * 0.8), ..spec };
-                vacuum().await;
+                maintain().await;
                 recorder.record(scenario("create-3@80%", orders(3, AfterCreate::Leave), paced).await?).await;
             }
         } else if args.wants("create-3@80%") {
@@ -92,19 +92,19 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         for items in [1, 3, 10, 100] {
             let name = format!("purchase-{items}");
             if args.wants(&name) {
-                vacuum().await;
+                maintain().await;
                 recorder.record(scenario(&name, orders(items, AfterCreate::Pay), spec).await?).await;
             }
         }
         if args.wants("churn-3") {
-            vacuum().await;
+            maintain().await;
             recorder.record(scenario("churn-3", orders(3, AfterCreate::Cancel), spec).await?).await;
         }
         if args.wants("health") {
             recorder.record(scenario("health", Arc::new(HealthCheck::new(loms.clone(), "")), spec).await?).await;
         }
         if args.wants("stocks") {
-            vacuum().await;
+            maintain().await;
             recorder
                 .record(scenario("stocks", Arc::new(Stocks::new(loms.clone(), skus, args.seed)), spec).await?)
                 .await;
@@ -136,7 +136,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
                         first_user,
                     )
                     .await?;
-                    vacuum().await;
+                    maintain().await;
                     recorder.record(scenario("listcart", Arc::new(listcart), spec).await?).await;
                 }
             }
@@ -275,8 +275,9 @@ impl Maintenance {
         }
         // The previous scenarios' WAL would otherwise start a checkpoint at a moment no scenario chose: at LOMS's
         // write rate one began every 30–60 s, and one inside a paced window stalled commits for seconds
-        // (docs/benchmarks.md, run 13). Taken here, between windows, the next one is a full max_wal_size of WAL
-        // away. Needs superuser or the pg_checkpoint role.
+        // (docs/benchmarks.md, run 13). Taken here, between windows, the next WAL-triggered one is
+        // max_wal_size ÷ (1 + checkpoint_completion_target) of WAL away (540 MB by default; one create-3 scenario
+        // at 32 clients writes about 190 MB). Needs superuser or the pg_checkpoint role.
         let started = std::time::Instant::now();
         match sqlx::raw_sql("checkpoint").execute(pool).await {
             Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "checkpoint"),
