@@ -265,24 +265,26 @@ impl Maintenance {
 
     async fn run(&self) {
         let Some(pool) = &self.0 else { return };
-        let started = std::time::Instant::now();
         // Table names, not the whole database: the URL may pin one schema of a shared database (tests do).
         // Simple-query protocol: VACUUM refuses to run inside the implicit transaction of a prepared statement.
         let vacuum = "vacuum (analyze) stocks, orders, order_status_history, outbox";
-        match sqlx::raw_sql(vacuum).execute(pool).await {
-            Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "vacuum (analyze) of the LOMS tables"),
-            Err(error) => tracing::warn!(%error, "vacuum (analyze) of the LOMS tables failed; plans may be stale"),
-        }
+        timed(pool, vacuum, "vacuum (analyze) of the LOMS tables", "plans may be stale").await;
         // The previous scenarios' WAL would otherwise start a checkpoint at a moment no scenario chose: at LOMS's
         // write rate one began every 30–60 s, and one inside a paced window stalled commits for seconds
         // (docs/benchmarks.md, run 13). Taken here, between windows, the next WAL-triggered one is
         // max_wal_size ÷ (1 + checkpoint_completion_target) of WAL away (540 MB by default; one create-3 scenario
         // at 32 clients writes about 190 MB). Needs superuser or the pg_checkpoint role.
-        let started = std::time::Instant::now();
-        match sqlx::raw_sql("checkpoint").execute(pool).await {
-            Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "checkpoint"),
-            Err(error) => tracing::warn!(%error, "checkpoint failed; one may start inside the next window"),
-        }
+        timed(pool, "checkpoint", "checkpoint", "one may start inside the next window").await;
+    }
+}
+
+/// Runs one maintenance statement `sql` (simple-query protocol) and logs how long `what` took, or that it failed
+/// and what that means (`otherwise`): maintenance never fails a run.
+async fn timed(pool: &sqlx::PgPool, sql: &str, what: &str, otherwise: &str) {
+    let started = std::time::Instant::now();
+    match sqlx::raw_sql(sql).execute(pool).await {
+        Ok(_) => tracing::info!(secs = started.elapsed().as_secs_f64(), "{what}"),
+        Err(error) => tracing::warn!(%error, "{what} failed; {otherwise}"),
     }
 }
 
