@@ -6,6 +6,7 @@ mod batching;
 mod concurrency;
 mod errors;
 mod idempotency;
+mod known_stock;
 mod lifecycle;
 mod migration;
 mod stocks;

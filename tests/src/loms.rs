@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use loms::{Application, Config};
-use minizon_proto::loms::{SetStockRequest, loms_admin_v1_client::LomsAdminV1Client, loms_v1_client::LomsV1Client};
+use minizon_proto::loms::{
+    CreateOrderRequest, SetStockRequest, loms_admin_v1_client::LomsAdminV1Client, loms_v1_client::LomsV1Client,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status, service::Interceptor, service::interceptor::InterceptedService, transport::Channel};
@@ -86,6 +88,19 @@ impl TestLoms {
             .set_stock(SetStockRequest { warehouse_id: warehouse, sku, on_hand })
             .await
             .expect("set stock");
+    }
+
+    /// Places an order: its id, and whether it was created (`false`: short of stock, it was kept as failed and
+    /// answered FAILED_PRECONDITION with its id). Any other answer fails the test.
+    pub async fn place(&self, request: CreateOrderRequest) -> (i64, bool) {
+        match self.client().await.create_order(request).await {
+            Ok(created) => (created.into_inner().order_id, true),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                let id = status.metadata().get("order-id").expect("a failed order names itself");
+                (id.to_str().expect("ASCII").parse().expect("an order id"), false)
+            }
+            Err(status) => panic!("CreateOrder: {status:?}"),
+        }
     }
 
     /// Shuts the server down gracefully and waits until it has stopped.
