@@ -3,7 +3,9 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::future::join_all;
-use minizon_proto::loms::{CancelOrderRequest, ListStockRequest, OrderPayedRequest, OrderStatus, StocksRequest};
+use minizon_proto::loms::{
+    AddStockRequest, CancelOrderRequest, ListStockRequest, OrderPayedRequest, OrderStatus, StocksRequest,
+};
 use minizon_tests::{db::TestDb, loms::TestLoms};
 use tonic::Code;
 
@@ -11,6 +13,7 @@ use crate::support::{order, status_of, wait_until_overdue};
 
 const SKU: u32 = 5005;
 const OTHER_SKU: u32 = 5006;
+const STOCKED_BY_REPLICA: u32 = 5007;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_orders_and_cancels_never_oversell_across_warehouses() {
@@ -123,4 +126,77 @@ async fn pay_cancel_and_timeout_racing_on_one_order_have_exactly_one_winner() {
     assert_eq!(levels[0].on_hand as i64 + sold, 1_000);
     let transitions = loms.db.scalar("select count(*) from order_status_history where to_status in (3, 4)").await;
     assert_eq!(transitions, 12, "exactly one final transition per order");
+}
+
+/// Orders through one LOMS while a replica on the same database keeps changing the stock under them (a unit in and
+/// a unit out of each warehouse, a third warehouse stocked part-way): whatever the interleaving, nothing is
+/// oversold and every row's reserved units are exactly what unpaid orders hold there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_orders_racing_a_replicas_stock_changes_oversell_nothing_and_hold_what_they_ordered() {
+    // Arrange: 40 units in two warehouses; 120 orders of 1–2 units will ask for about 180.
+    let db = TestDb::new().await;
+    let (loms, replica) = (TestLoms::start_with(db.clone(), |_| {}).await, TestLoms::start_with(db, |_| {}).await);
+    loms.set_stock(1, STOCKED_BY_REPLICA, 25).await;
+    loms.set_stock(2, STOCKED_BY_REPLICA, 15).await;
+    let loms = Arc::new(loms);
+
+    // Act: the orders, all at once through LOMS, while the replica keeps moving the stock under them (a unit in
+    // and a unit out of each warehouse, and a third warehouse stocked part-way).
+    let orders = (0..120).map(|n| {
+        let loms = loms.clone();
+        tokio::spawn(async move { loms.place(order(n + 1, &[(STOCKED_BY_REPLICA, (n % 2 + 1) as u32)])).await.1 })
+    });
+    let mut admin = replica.admin().await;
+    let mut changes = Vec::new();
+    for round in 0..30 {
+        for warehouse_id in [1, 2] {
+            let delta = if round % 2 == 0 { 1 } else { -1 };
+            changes.push(
+                admin.add_stock(AddStockRequest { warehouse_id, sku: STOCKED_BY_REPLICA, delta }).await.map(|_| ()),
+            );
+        }
+        if round == 10 {
+            replica.set_stock(3, STOCKED_BY_REPLICA, 10).await;
+        }
+    }
+    let created: Vec<bool> = join_all(orders).await.into_iter().map(|created| created.unwrap()).collect();
+
+    // Assert: every order was created or kept as failed (`place` says so); an operator's unit out was refused
+    // only when it was held.
+    for change in &changes {
+        if let Err(status) = change {
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        }
+    }
+    let db = &loms.db;
+    let rows_off = format!(
+        "select count(*) from stocks s
+         where s.sku = {STOCKED_BY_REPLICA} and s.reserved <> (
+             select coalesce(sum(r.count), 0) from reservations r join orders o on o.id = r.order_id
+             where o.status = 1 and r.sku = s.sku and r.warehouse_id = s.warehouse_id)"
+    );
+    assert_eq!(db.scalar(&rows_off).await, 0, "every row's reserved units are exactly what unpaid orders hold there");
+    assert_eq!(
+        db.scalar(&format!("select count(*) from stocks where sku = {STOCKED_BY_REPLICA} and reserved > on_hand"))
+            .await,
+        0
+    );
+    assert_eq!(
+        db.scalar(
+            "select count(*) from orders o where o.status = 1 and
+                 (select coalesce(sum(r.count), 0) from reservations r where r.order_id = o.id)
+                 <> (select sum(i.count) from order_items i where i.order_id = o.id)"
+        )
+        .await,
+        0,
+        "every unpaid order holds all it ordered"
+    );
+    assert_eq!(
+        db.scalar("select count(*) from reservations r join orders o on o.id = r.order_id where o.status = 2").await,
+        0
+    );
+    let failed = created.iter().filter(|created| !**created).count();
+    let created = created.len() - failed;
+    assert!(created > 0 && failed > 0, "the stock runs out part-way ({created} created, {failed} failed)");
+    assert_eq!(db.scalar("select count(*) from orders").await, 120);
 }

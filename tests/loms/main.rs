@@ -6,7 +6,6 @@ mod batching;
 mod concurrency;
 mod errors;
 mod idempotency;
-mod known_stock;
 mod lifecycle;
 mod migration;
 mod stocks;

@@ -1,13 +1,12 @@
 //! What a store does after a commit, never before: wake this process's outbox relay (an event the relay could
-//! read before its commit would not be there yet) and drop the cached stock of the skus the write changed, from the
-//! Stocks cache and from the levels a batch of new orders is decided on ([`KnownLevels`]).
+//! read before its commit would not be there yet) and drop the cached stock of the skus the write changed.
 
 use std::sync::Arc;
 
 use sqlx::{Database, Transaction};
 use tokio::sync::Notify;
 
-use super::{known_levels::KnownLevels, stock_cache::StockCache};
+use super::stock_cache::StockCache;
 use crate::domain::{LomsError, Sku};
 
 /// The relay's wake-up and the Stocks cache of one process.
@@ -16,13 +15,11 @@ pub(super) struct AfterCommit {
     /// A signal sent while the relay is busy is kept as a permit, so none is lost.
     outbox: Arc<Notify>,
     pub(super) stock: StockCache,
-    /// Remembered by the batches of new orders after their commits; forgotten by every write.
-    pub(super) known: KnownLevels,
 }
 
 impl AfterCommit {
     pub(super) fn new(stock: StockCache) -> Self {
-        Self { outbox: Arc::default(), stock, known: KnownLevels::default() }
+        Self { outbox: Arc::default(), stock }
     }
 
     /// Commits a write that changed the stock of `skus` (and may have written outbox events), then drops those
@@ -45,8 +42,6 @@ impl AfterCommit {
     /// skus leave the cache either way (a commit whose reply was lost may still have happened); the relay is woken
     /// only for a commit known to have happened.
     pub(super) fn after(&self, skus: impl IntoIterator<Item = Sku>, committed: bool) {
-        let skus: Vec<Sku> = skus.into_iter().collect();
-        self.known.forget(skus.iter().copied());
         self.stock.changed(skus);
         if committed {
             self.outbox.notify_one();
