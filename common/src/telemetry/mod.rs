@@ -91,7 +91,11 @@ impl Telemetry {
 pub fn init(service: &'static str, args: &LogArgs) -> Telemetry {
     let filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // stderr: stdout belongs to a command's own output (the dev stack's cheat sheet, a CLI's result).
-    let logs = fmt::layer().with_target(true).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log redirected to a file or a pipe stays plain text to grep.
+    let logs = fmt::layer()
+        .with_target(true)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let logs = match args.log_format {
         LogFormat::Human => logs.boxed(),
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
