@@ -2,6 +2,12 @@
 
 use std::path::PathBuf;
 
+/// mimalloc rather than the system allocator: a CreateOrder allocates and frees a great deal, and with it LOMS uses
+/// less CPU per call, which on a host it shares with its database is CPU the database gets (docs/benchmarks.md,
+/// run 15).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use loms::{
