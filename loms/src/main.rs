@@ -12,12 +12,6 @@ use loms::{
     storage::{PgStore, StockCache},
 };
 
-/// mimalloc rather than the system allocator: a CreateOrder allocates and frees a great deal, and with it LOMS uses
-/// less CPU per call, which on a host it shares with its database is CPU the database gets (docs/benchmarks.md,
-/// run 15).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "loms", version, about = "LOMS: orders, stock and reservations over gRPC")]
 struct Cli {
