@@ -144,6 +144,9 @@ impl EventConsumer {
                 Err(error) => tracing::warn!(%error, "final offset commit failed; the last events will be seen again"),
             }
             dead_letters.flush(Duration::from_secs(5));
+            // Both clients are gone before the caller goes on: a client outliving its broker (the embedded one of
+            // `minizon dev` stops right after) logs every broker as down.
+            drop(dead_letters);
             drop(consumer);
             let _ = done.send(());
         });
