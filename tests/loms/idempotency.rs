@@ -1,6 +1,6 @@
 //! CreateOrder's `idempotency-key`: the same key returns the first result, without a second order.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::future::join_all;
 use minizon_proto::loms::{CreateOrderRequest, OrderStatus};
@@ -40,27 +40,64 @@ async fn the_same_key_sent_concurrently_creates_one_order() {
 /// (on PostgreSQL a write refused with its COMMIT in flight) and its calls run one by one, as replays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_key_sent_concurrently_to_two_replicas_creates_one_order() {
+    same_key_on_two_replicas(1).await;
+}
+
+/// The same with two committers per replica (PostgreSQL; SQLite always runs one), batches gathering for a few
+/// milliseconds so that both replicas write the key in batches at once, while plain orders keep each replica's
+/// batches coming: the refused batch's successor, gathered while the refused COMMIT was in flight, commits on its
+/// own connection; the refused calls then run one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_key_sent_concurrently_to_two_replicas_with_chained_batches_creates_one_order() {
+    same_key_on_two_replicas(2).await;
+}
+
+/// 32 calls with one key and 32 plain orders, alternating between two replicas of `committers` committers (with
+/// more than one, a batch gathers calls for 5 ms).
+async fn same_key_on_two_replicas(committers: u8) {
     let db = TestDb::new().await;
-    let replicas = Arc::new([TestLoms::start_with(db.clone(), |_| {}).await, TestLoms::start_with(db, |_| {}).await]);
+    let start = || {
+        TestLoms::start_with(db.clone(), |config| {
+            config.write_batch.committers = committers;
+            config.write_batch.max_wait = Duration::from_millis(u64::from(committers - 1) * 5);
+        })
+    };
+    let replicas = Arc::new([start().await, start().await]);
     replicas[0].set_stock(1, 1001, 100).await;
 
-    let calls = (0..32).map(|call| {
+    let keyed_calls = (0..32).map(|call| {
         let replicas = replicas.clone();
         tokio::spawn(async move {
             let mut client = replicas[call % 2].client().await;
             client.create_order(keyed(order(7, &[(1001, 2)]), "purchase-42")).await.unwrap().into_inner().order_id
         })
     });
-    let ids: Vec<i64> = join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+    let plain_calls = (0..32).map(|call| {
+        let replicas = replicas.clone();
+        tokio::spawn(async move {
+            let mut client = replicas[call % 2].client().await;
+            client.create_order(order(100 + call as i64, &[(1001, 1)])).await.unwrap().into_inner().order_id
+        })
+    });
+    let (ids, plain) = futures::future::join(join_all(keyed_calls), join_all(plain_calls)).await;
+    let ids: Vec<i64> = ids.into_iter().map(|r| r.unwrap()).collect();
+    let plain: std::collections::BTreeSet<i64> = plain.into_iter().map(|r| r.unwrap()).collect();
 
     assert!(ids.iter().all(|&id| id == ids[0]), "every call returned the same order: {ids:?}");
-    assert_eq!(replicas[0].db.scalar("select count(*) from orders").await, 1);
+    assert_eq!(plain.len(), 32, "one order per plain call");
+    assert!(!plain.contains(&ids[0]));
+    assert_eq!(replicas[0].db.scalar("select count(*) from orders").await, 1 + 32);
     // Both replicas write on: a refused batch left no connection behind in a transaction.
     for replica in replicas.iter() {
         replica.client().await.create_order(order(8, &[(1001, 1)])).await.expect("a new order after the race");
     }
     let mut client = replicas[1].client().await;
-    assert_eq!(available(&mut client, 1001).await, 96, "the key reserved once, then one unit per new order");
+    assert_eq!(available(&mut client, 1001).await, 100 - 2 - 32 - 2, "the key reserved once, one unit per plain order");
+    assert_eq!(
+        replicas[0].db.scalar("select cast(sum(reserved) as bigint) from stocks where sku = 1001").await,
+        2 + 32 + 2,
+        "what the orders hold is reserved"
+    );
 }
 
 #[tokio::test]
