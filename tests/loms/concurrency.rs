@@ -140,8 +140,7 @@ async fn concurrent_orders_racing_a_replicas_stock_changes_oversell_nothing_and_
     loms.set_stock(2, STOCKED_BY_REPLICA, 15).await;
     let loms = Arc::new(loms);
 
-    // Act: the orders, all at once through LOMS, while the replica keeps moving the stock under them (a unit in
-    // and a unit out of each warehouse, and a third warehouse stocked part-way).
+    // Act: the orders, all at once through LOMS, while the replica keeps moving the stock under them.
     let orders = (0..120).map(|n| {
         let loms = loms.clone();
         tokio::spawn(async move { loms.place(order(n + 1, &[(STOCKED_BY_REPLICA, (n % 2 + 1) as u32)])).await.1 })

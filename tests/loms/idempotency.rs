@@ -66,20 +66,8 @@ async fn same_key_on_two_replicas(committers: u8) {
     let replicas = Arc::new([start().await, start().await]);
     replicas[0].set_stock(1, 1001, 100).await;
 
-    let keyed_calls = (0..32).map(|call| {
-        let replicas = replicas.clone();
-        tokio::spawn(async move {
-            let mut client = replicas[call % 2].client().await;
-            client.create_order(keyed(order(7, &[(1001, 2)]), "purchase-42")).await.unwrap().into_inner().order_id
-        })
-    });
-    let plain_calls = (0..32).map(|call| {
-        let replicas = replicas.clone();
-        tokio::spawn(async move {
-            let mut client = replicas[call % 2].client().await;
-            client.create_order(order(100 + call as i64, &[(1001, 1)])).await.unwrap().into_inner().order_id
-        })
-    });
+    let keyed_calls = (0..32).map(|call| create_on(&replicas, call, keyed(order(7, &[(1001, 2)]), "purchase-42")));
+    let plain_calls = (0..32).map(|call| create_on(&replicas, call, order(100 + call as i64, &[(1001, 1)])));
     let (ids, plain) = futures::future::join(join_all(keyed_calls), join_all(plain_calls)).await;
     let ids: Vec<i64> = ids.into_iter().map(|r| r.unwrap()).collect();
     let plain: std::collections::BTreeSet<i64> = plain.into_iter().map(|r| r.unwrap()).collect();
@@ -99,6 +87,19 @@ async fn same_key_on_two_replicas(committers: u8) {
         2 + 32 + 2,
         "what the orders hold is reserved"
     );
+}
+
+/// Sends `request` to replica `call % 2` on a task of its own; the task returns the created order's id.
+fn create_on(
+    replicas: &Arc<[TestLoms; 2]>,
+    call: usize,
+    request: impl tonic::IntoRequest<CreateOrderRequest> + Send + 'static,
+) -> tokio::task::JoinHandle<i64> {
+    let replicas = replicas.clone();
+    tokio::spawn(async move {
+        let mut client = replicas[call % 2].client().await;
+        client.create_order(request).await.unwrap().into_inner().order_id
+    })
 }
 
 #[tokio::test]
