@@ -64,9 +64,23 @@ enum StockCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command.unwrap_or_else(|| Command::Serve(Box::new(Config::parse_from(["loms"])))) {
+fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command.unwrap_or_else(|| Command::Serve(Box::new(Config::parse_from(["loms"]))));
+    runtime(&command)?.block_on(run(command))
+}
+
+/// The process's runtime: `serve` on its configured workers ([`Config::worker_threads`]), the one-off commands on
+/// tokio's default (a worker per core).
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(config) = command {
+        builder.worker_threads(config.worker_threads.get());
+    }
+    builder.enable_all().build()
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(config) => serve(*config).await,
         Command::Stock(StockCommand::Import { file, database_url, log }) => {
             let telemetry = minizon_common::telemetry::init("loms", &log);
