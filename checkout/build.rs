@@ -1,5 +1,6 @@
-//! Rebuilds when a migration changes: `sqlx::migrate!` embeds the files at compile time.
+//! Rebuilds when a migration is added or changed: `sqlx::migrate!` embeds the files at compile time, and cargo
+//! does not know they are inputs.
 
 fn main() {
-    println!("cargo:rerun-if-changed=../migrations/checkout/postgres");
+    println!("cargo:rerun-if-changed=../migrations/checkout");
 }

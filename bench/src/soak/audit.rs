@@ -123,6 +123,8 @@ pub struct Counts {
     pub wrong_final_status: i64,
     /// History rows without their outbox event, or the reverse.
     pub history_without_event: i64,
+    /// History rows of an order that is not in the database (no foreign key holds this on PostgreSQL).
+    pub history_of_no_order: i64,
     /// Events committed to the outbox.
     pub events: usize,
     /// Outbox events the broker never acknowledged.
@@ -248,12 +250,15 @@ pub async fn count(
 
     let row = sqlx::query(
         "select (select count(*) from order_status_history) as history,
+                (select count(*) from order_status_history h
+                 where not exists (select 1 from orders o where o.id = h.order_id)) as history_of_no_order,
                 (select count(*) from outbox) as events,
                 (select count(*) from outbox where sent_at is null) as unsent",
     )
     .fetch_one(pool)
     .await?;
     counts.history_without_event = (row.get::<i64, _>("history") - row.get::<i64, _>("events")).abs();
+    counts.history_of_no_order = row.get("history_of_no_order");
     counts.unsent = row.get("unsent");
 
     let events: HashSet<String> = outbox_ids(pool).await?.into_iter().collect();

@@ -52,6 +52,7 @@ impl Report {
             Check { name: "orders not finished after the settle wait", count: to_u64(counts.unfinished_orders) },
             Check { name: "orders not in the status the client was told", count: to_u64(counts.wrong_final_status) },
             Check { name: "status changes without their outbox event", count: to_u64(counts.history_without_event) },
+            Check { name: "status changes of no order", count: to_u64(counts.history_of_no_order) },
             Check { name: "committed changes never published", count: to_u64(counts.unsent) },
             Check { name: "committed changes never notified", count: counts.never_notified as u64 },
             Check { name: "committed changes dead-lettered (not notified)", count: counts.dead_lettered as u64 },
