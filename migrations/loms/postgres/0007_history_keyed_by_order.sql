@@ -10,7 +10,7 @@
 --   soak audit count history rows of no order (always 0). The outbox's `order_id` never had one either.
 --
 -- Measured on one LOMS binary with the schema switched between runs: CreateOrder (3 items) at 8 clients 5–10 % faster,
--- higher in 12 alternating pairs of 12. (Runs 12 and 14 measured these two changes within the spread; they were
+-- higher in all 15 alternating pairs. (Runs 12 and 14 measured these two changes within the spread; they were
 -- worth it once LOMS ran on one worker thread and its own part of a batch's cycle got short.)
 -- SQLite keeps its schema: there the history's key is the table's rowid, and a foreign-key check is a lookup in
 -- process, not a query.
