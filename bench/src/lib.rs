@@ -7,6 +7,7 @@
 
 pub mod batches;
 pub mod config;
+pub mod pacer;
 pub mod pgbench;
 pub mod report;
 pub mod rss;

@@ -90,6 +90,7 @@ impl Pgbench {
             ops: vec![OpResult { op: OP.into(), summary }],
             rss_kib: BTreeMap::new(),
             batches: BTreeMap::new(),
+            pacer_lateness_ms: None,
         })
     }
 

@@ -222,9 +222,12 @@ fn errors_cell(summary: &OpSummary) -> String {
 }
 
 fn scenario_label(result: &ScenarioResult) -> String {
-    match result.target_rate {
-        Some(rate) => format!("{} (paced {rate:.0}/s)", result.scenario),
-        None => result.scenario.clone(),
+    match (result.target_rate, result.pacer_lateness_ms) {
+        (Some(rate), Some(late)) => {
+            format!("{} (paced {rate:.0}/s; sent late by {:.2} ms at p99)", result.scenario, late.p99)
+        }
+        (Some(rate), None) => format!("{} (paced {rate:.0}/s)", result.scenario),
+        (None, _) => result.scenario.clone(),
     }
 }
 
@@ -476,6 +479,7 @@ mod tests {
             ops: vec![OpResult { op: op.into(), summary: summary(throughput, 10.0, 1.0) }],
             rss_kib: BTreeMap::new(),
             batches: BTreeMap::new(),
+            pacer_lateness_ms: None,
         }
     }
 
@@ -545,9 +549,13 @@ mod tests {
 
     #[test]
     fn the_markdown_has_a_row_per_operation_with_its_ratio() {
-        let mut results =
-            vec![result("pgbench", pgbench::OP, 2000.0, None), result("create-3", "CreateOrder", 1000.0, None)];
+        let mut results = vec![
+            result("pgbench", pgbench::OP, 2000.0, None),
+            result("create-3", "CreateOrder", 1000.0, None),
+            result("create-3@80%", "CreateOrder", 800.0, Some(800.0)),
+        ];
         results[1].batches.insert("create".into(), crate::batches::BatchStat { batches: 10, calls: 40 });
+        results[2].pacer_lateness_ms = Some(Latency { mean: 0.05, p50: 0.04, p90: 0.08, p99: 0.23, max: 3.6 });
         let run = ClientRun { clients: 8, ratios: ratios(&results), results };
         let report = Report {
             label: "test".into(),
@@ -566,5 +574,10 @@ mod tests {
         assert!(markdown.contains("0.50× pgbench"), "{markdown}");
         assert!(markdown.contains("| 8 | 50 % | ≥ 100 % | **no** |"), "{markdown}");
         assert!(markdown.contains("create-3: create 4.0 calls/commit (10 commits)"), "{markdown}");
+        // A paced run says how late the load generator itself sent, which its latencies include.
+        assert!(
+            markdown.contains("| create-3@80% (paced 800/s; sent late by 0.23 ms at p99) | CreateOrder | 800 |"),
+            "{markdown}"
+        );
     }
 }

@@ -59,6 +59,8 @@ pub struct Probe {
     scheduled: Option<Instant>,
     iteration_started: Option<Instant>,
     iteration_error: Option<tonic::Code>,
+    /// Paced runs: how late the pacer woke clients that were on schedule (the load generator's own error).
+    pacer_lateness: Recorder,
 }
 
 impl Probe {
@@ -109,6 +111,7 @@ impl Probe {
 
     fn merge(&mut self, other: &Self) {
         self.iterations.merge(&other.iterations);
+        self.pacer_lateness.merge(&other.pacer_lateness);
         for (op, recorder) in &other.ops {
             self.recorder(op).merge(recorder);
         }
@@ -136,6 +139,10 @@ pub struct ScenarioResult {
     /// The write batches LOMS committed during the scenario, by kind of call (with `--loms-metrics-url`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub batches: BTreeMap<String, crate::batches::BatchStat>,
+    /// Paced runs: how late the load generator woke its clients for their scheduled calls, when they were on
+    /// schedule. Timed from the schedule, this lateness counts in the calls' latency although no service caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacer_lateness_ms: Option<crate::stats::Latency>,
 }
 
 impl ScenarioResult {
@@ -189,15 +196,20 @@ pub async fn run<S: Scenario>(
             let mut probe = Probe::default();
             let mut next = offset.map(|offset| start + offset);
             while !stop.is_cancelled() {
+                // How late the pacer woke a client that was waiting for its time (none for a client already
+                // behind its schedule: its delay is the previous call's, and counts in that call's latency).
+                let mut woke_late = None;
                 let scheduled = match (next, interval) {
                     (Some(due), Some(every)) => {
                         if due >= until {
                             break;
                         }
+                        let waits = Instant::now() < due;
                         tokio::select! {
-                            () = tokio::time::sleep_until(due) => {}
+                            () = crate::pacer::until(due) => {}
                             () = stop.cancelled() => break,
                         }
+                        woke_late = waits.then(|| due.elapsed());
                         next = Some(due + every);
                         Some(due)
                     }
@@ -210,6 +222,9 @@ pub async fn run<S: Scenario>(
                 let recording = begins >= measure_from;
                 if recording && claimed.fetch_add(1, Ordering::Relaxed) >= spec.max_iterations {
                     break;
+                }
+                if let (true, Some(late)) = (recording, woke_late) {
+                    probe.pacer_lateness.record_ok(late);
                 }
                 probe.begin(recording, scheduled);
                 scenario.iteration(&mut client, &mut probe).await;
@@ -240,6 +255,7 @@ pub async fn run<S: Scenario>(
             .collect(),
         rss_kib: BTreeMap::new(),
         batches: BTreeMap::new(),
+        pacer_lateness_ms: (total.pacer_lateness.ok() > 0).then(|| total.pacer_lateness.summary(window).latency_ms),
     })
 }
 
@@ -290,6 +306,7 @@ mod tests {
         assert_eq!(op.ok, 400);
         assert!((op.throughput - 400.0).abs() < 1.0, "throughput {}", op.throughput);
         assert_eq!(result.iterations.ok, 400);
+        assert_eq!(result.pacer_lateness_ms, None, "nothing is scheduled in a closed loop");
     }
 
     #[tokio::test(start_paused = true)]
@@ -340,6 +357,9 @@ mod tests {
         let op = result.op("Sleep").unwrap();
         assert!((op.throughput - 100.0).abs() <= 1.0, "throughput {}", op.throughput);
         assert!(op.latency_ms.p50 >= 2.0 && op.latency_ms.p50 < 2.1, "p50 {}", op.latency_ms.p50);
+        // Every call found its client on schedule, and the paused clock wakes it exactly on time.
+        let late = result.pacer_lateness_ms.expect("a paced run reports how late it sent");
+        assert!(late.max < 0.01, "sent late by {} ms", late.max);
     }
 
     #[tokio::test(start_paused = true)]
