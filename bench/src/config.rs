@@ -10,6 +10,7 @@ use crate::{rss::Watched, topology::TopologyArgs};
 /// scenarios compared with it, so that a noisy machine disturbs both alike.
 pub const SCENARIOS: &[&str] = &[
     "pgbench",
+    "pgbench@80%",
     "create-3",
     "create-3@80%",
     "purchase-1",
@@ -141,12 +142,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// Scenarios to run, comma-separated, from: pgbench, create-3, create-3@80%, purchase-1, purchase-3,
-    /// purchase-10, purchase-100, churn-3, health, stocks, checkout-health, listcart, sweep.
+    /// Scenarios to run, comma-separated, from: pgbench, pgbench@80%, create-3, create-3@80%, purchase-1,
+    /// purchase-3, purchase-10, purchase-100, churn-3, health, stocks, checkout-health, listcart, sweep.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "pgbench,create-3,create-3@80%,purchase-1,purchase-3,purchase-10,purchase-100,churn-3,health,stocks,checkout-health,listcart,sweep"
+        default_value = "pgbench,pgbench@80%,create-3,create-3@80%,purchase-1,purchase-3,purchase-10,purchase-100,churn-3,health,stocks,checkout-health,listcart,sweep"
     )]
     pub scenarios: Vec<String>,
 

@@ -69,12 +69,23 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         // Before each scenario, the baseline included: what autovacuum would have done by then, and a checkpoint
         // (a no-op without a PostgreSQL URL).
         let maintain = || maintenance.run();
-        if args.wants("pgbench") {
+        if args.wants(pgbench::PEAK) {
             maintain().await;
             match &pgbench {
-                Some(pgbench) => recorder.record(pgbench.run(clients, args.warmup, args.duration).await?).await,
+                Some(pgbench) => {
+                    let peak = pgbench.run(pgbench::PEAK, clients, args.warmup, args.duration, None).await?;
+                    let tps = pgbench::summary(&peak).map_or(0.0, |op| op.throughput);
+                    recorder.record(peak).await;
+                    if args.wants(pgbench::PACED) && tps > 0.0 {
+                        maintain().await;
+                        let paced = pgbench.run(pgbench::PACED, clients, args.warmup, args.duration, Some(tps * 0.8));
+                        recorder.record(paced.await?).await;
+                    }
+                }
                 None => tracing::warn!("pgbench baseline skipped: no --pgbench-database-url"),
             }
+        } else if args.wants(pgbench::PACED) {
+            tracing::warn!("{} skipped: it paces at 80 % of the peak {} measures", pgbench::PACED, pgbench::PEAK);
         }
         let orders = |items, then| Arc::new(OrderFlow::new(loms.clone(), skus, items, then, args.seed));
         if args.wants("create-3") {

@@ -7,7 +7,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
@@ -20,6 +20,13 @@ use crate::{
 
 /// The name pgbench's transactions are reported under.
 pub const OP: &str = "TPC-B transaction";
+
+/// The baseline run as fast as pgbench goes.
+pub const PEAK: &str = "pgbench";
+
+/// The baseline of the paced scenarios' latency: pgbench at 80 % of the rate [`PEAK`] measured, with each
+/// transaction timed from its scheduled start (pgbench's `--rate`), as a paced CreateOrder is.
+pub const PACED: &str = "pgbench@80%";
 
 /// The most clients (connections) pgbench is run with.
 pub const MAX_CLIENTS: usize = 64;
@@ -48,10 +55,20 @@ pub struct Totals {
 
 impl Pgbench {
     /// Runs `clients` clients (one thread each) for a warm-up and then `duration`, both in whole seconds (pgbench's
-    /// unit), and summarises the measured run.
+    /// unit), and summarises the measured run as `scenario`: as fast as pgbench goes, or at `rate` transactions a
+    /// second in all (warm-up included). A paced transaction's latency counts from its scheduled start, so time
+    /// spent behind schedule counts. pgbench schedules each client's transactions as a Poisson process, burstier
+    /// than the load generator's evenly spaced calls: if anything, its tail is the harder one to keep short.
     /// At most [`MAX_CLIENTS`]: each pgbench client is a server connection, and PostgreSQL's default
     /// `max_connections` (100) must leave room for the service under test.
-    pub async fn run(&self, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<ScenarioResult> {
+    pub async fn run(
+        &self,
+        scenario: &str,
+        clients: usize,
+        warmup: Duration,
+        duration: Duration,
+        rate: Option<f64>,
+    ) -> anyhow::Result<ScenarioResult> {
         if clients > MAX_CLIENTS {
             tracing::warn!(
                 asked = clients,
@@ -60,31 +77,39 @@ impl Pgbench {
             );
         }
         let clients = clients.min(MAX_CLIENTS);
-        if !warmup.is_zero() {
-            self.invoke(clients, whole_seconds(warmup), None).await.context("pgbench warm-up")?;
-        }
-        let seconds = whole_seconds(duration);
-        let logs = self.log_dir.join(format!("c{clients}-{}", std::process::id()));
+        let paced = if rate.is_some() { "-paced" } else { "" };
+        let logs = self.log_dir.join(format!("c{clients}{paced}-{}", std::process::id()));
         if logs.exists() {
             std::fs::remove_dir_all(&logs).with_context(|| format!("clear {}", logs.display()))?;
         }
         std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
-        let totals = self.invoke(clients, seconds, Some(&logs)).await?;
-        let recorder = read_logs(&logs)?;
-        let window = Duration::from_secs(seconds);
-        let mut summary = recorder.summary(window);
-        // pgbench's own TPS leaves out connection time, which the log-based count cannot.
-        summary.throughput = totals.tps;
-        summary.errors = totals.failed;
-        summary.errors_by_code = if totals.failed > 0 {
-            BTreeMap::from([("FAILED_TRANSACTION".to_owned(), totals.failed)])
-        } else {
-            BTreeMap::new()
+        let window = Duration::from_secs(whole_seconds(duration));
+        let summary = match rate {
+            None => {
+                if !warmup.is_zero() {
+                    self.invoke(clients, whole_seconds(warmup), None, None).await.context("pgbench warm-up")?;
+                }
+                let totals = self.invoke(clients, window.as_secs(), None, Some(&logs)).await?;
+                let mut summary = read_logs(&logs, Duration::ZERO)?.summary(window);
+                // pgbench's own TPS leaves out connection time, which the log-based count cannot.
+                summary.throughput = totals.tps;
+                summary.errors = totals.failed;
+                summary
+            }
+            Some(rate) => {
+                // One run, its warm-up left out of the log by when each transaction ended: a paced schedule starts
+                // as pgbench starts, so a run of its own would count pgbench's start-up (its vacuum, connecting
+                // every client) as lag of the first transactions.
+                let warmup = Duration::from_secs(if warmup.is_zero() { 0 } else { whole_seconds(warmup) });
+                self.invoke(clients, (warmup + window).as_secs(), Some(rate), Some(&logs)).await?;
+                read_logs(&logs, warmup)?.summary(window)
+            }
         };
+        let summary = OpSummary { errors_by_code: failed_transactions(summary.errors), ..summary };
         Ok(ScenarioResult {
-            scenario: "pgbench".into(),
+            scenario: scenario.into(),
             clients,
-            target_rate: None,
+            target_rate: rate,
             window_secs: window.as_secs_f64(),
             iterations: summary.clone(),
             ops: vec![OpResult { op: OP.into(), summary }],
@@ -94,7 +119,13 @@ impl Pgbench {
         })
     }
 
-    async fn invoke(&self, clients: usize, seconds: u64, logs: Option<&Path>) -> anyhow::Result<Totals> {
+    async fn invoke(
+        &self,
+        clients: usize,
+        seconds: u64,
+        rate: Option<f64>,
+        logs: Option<&Path>,
+    ) -> anyhow::Result<Totals> {
         let mut command = Command::new(&self.binary);
         // pgbench's own pre-run vacuum of its tables stays on: it is the standard baseline, and it keeps
         // pgbench's tables as fresh as the `VACUUM (ANALYZE)` the load generator gives LOMS's.
@@ -103,6 +134,9 @@ impl Pgbench {
             .args(["--client", &clients.to_string()])
             .args(["--jobs", &clients.to_string()])
             .args(["--time", &seconds.to_string()]);
+        if let Some(rate) = rate {
+            command.args(["--rate", &format!("{rate:.1}")]);
+        }
         if let Some(logs) = logs {
             command.arg("--log").arg(format!("--log-prefix={}", logs.join("tx").display()));
         }
@@ -156,28 +190,60 @@ fn first_number(text: &str) -> anyhow::Result<f64> {
     token.parse().with_context(|| format!("{token:?} is not a number"))
 }
 
-/// Reads every per-transaction log file in `dir` (one per pgbench thread) into a histogram.
-fn read_logs(dir: &Path) -> anyhow::Result<Recorder> {
-    let mut recorder = Recorder::new();
+/// The errors of a run by code: pgbench's failed transactions (serialization or deadlock failures).
+fn failed_transactions(failed: u64) -> BTreeMap<String, u64> {
+    if failed == 0 { BTreeMap::new() } else { BTreeMap::from([("FAILED_TRANSACTION".to_owned(), failed)]) }
+}
+
+/// Reads every per-transaction log file in `dir` (one per pgbench thread) into a histogram, leaving out what
+/// ended in the first `skip` of the run (from the first transaction that ended).
+fn read_logs(dir: &Path, skip: Duration) -> anyhow::Result<Recorder> {
+    let mut logged = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
         let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        record_log(&text, &mut recorder);
+        logged.extend(parse_log(&text));
     }
-    Ok(recorder)
+    Ok(record(&logged, skip))
 }
 
-/// Records each line of a pgbench transaction log: `client_id transaction_no time script_no time_epoch time_us
-/// [schedule_lag]`, where `time` is the latency in microseconds, or `failed` / `skipped` for a transaction that
-/// did not complete.
-pub fn record_log(text: &str, recorder: &mut Recorder) {
-    for line in text.lines() {
-        let Some(latency) = line.split_whitespace().nth(2) else { continue };
-        match latency.parse::<u64>() {
-            Ok(micros) => recorder.record_ok(Duration::from_micros(micros)),
-            Err(_) => recorder.record_error(tonic::Code::Aborted),
+/// One transaction of a pgbench log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Logged {
+    /// When it ended.
+    pub ended: SystemTime,
+    /// Its latency; `None` when it failed or was skipped.
+    pub latency: Option<Duration>,
+}
+
+/// The lines of a pgbench transaction log: `client_id transaction_no time script_no time_epoch time_us
+/// [schedule_lag]`, where `time` is the latency in microseconds (from the scheduled start under `--rate`, so the
+/// schedule lag is in it), or `failed` / `skipped` for a transaction that did not complete, and `time_epoch
+/// time_us` is when it ended.
+pub fn parse_log(text: &str) -> impl Iterator<Item = Logged> + '_ {
+    text.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let secs = fields.get(4)?.parse::<u64>().ok()?;
+        let micros = fields.get(5)?.parse::<u64>().ok()?;
+        Some(Logged {
+            ended: SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros),
+            latency: fields.get(2)?.parse::<u64>().ok().map(Duration::from_micros),
+        })
+    })
+}
+
+/// A histogram of the transactions that ended `skip` or later after the first one did: latencies of the completed
+/// ones, an error for each failed one.
+pub fn record(logged: &[Logged], skip: Duration) -> Recorder {
+    let mut recorder = Recorder::new();
+    let Some(first) = logged.iter().map(|t| t.ended).min() else { return recorder };
+    for transaction in logged.iter().filter(|t| t.ended >= first + skip) {
+        match transaction.latency {
+            Some(latency) => recorder.record_ok(latency),
+            None => recorder.record_error(tonic::Code::Aborted),
         }
     }
+    recorder
 }
 
 /// Summary of pgbench's transactions, for ratios.
@@ -219,14 +285,28 @@ tps = 2345.678901 (without initial connection time)
 
     #[test]
     fn transaction_logs_give_latencies_and_count_failures() {
-        let mut recorder = Recorder::new();
         let log = "0 1 1500 0 1700000000 100\n0 2 2500 0 1700000000 200\n1 1 failed 0 1700000000 300\n\n";
 
-        record_log(log, &mut recorder);
+        let summary = record(&parse_log(log).collect::<Vec<_>>(), Duration::ZERO).summary(Duration::from_secs(1));
 
-        let summary = recorder.summary(Duration::from_secs(1));
         assert_eq!(summary.ok, 2);
         assert_eq!(summary.errors, 1);
         assert!((summary.latency_ms.max - 2.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn transactions_that_ended_in_the_warm_up_are_left_out() {
+        // A paced run's log has the schedule lag last. The run's first transaction ended at 1700000000.5; with a
+        // one-second warm-up the 90 ms one, which ended a microsecond before 1700000001.5, is not counted.
+        let log = "0 1 3000 0 1700000000 500000 100\n\
+                   0 2 90000 0 1700000001 499999 85000\n\
+                   0 3 1500 0 1700000001 500000 200\n\
+                   1 1 2500 0 1700000002 5 300\n";
+
+        let summary =
+            record(&parse_log(log).collect::<Vec<_>>(), Duration::from_secs(1)).summary(Duration::from_secs(1));
+
+        assert_eq!(summary.ok, 2);
+        assert!((summary.latency_ms.max - 2.5).abs() < 0.01, "the warm-up's 90 ms transaction is not counted");
     }
 }
