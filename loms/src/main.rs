@@ -121,7 +121,7 @@ async fn import(file: &std::path::Path, database_url: &str) -> anyhow::Result<()
     let rows = loms::stock_file::read(file)?;
     let levels = distinct_levels(&rows).map_err(|status| anyhow::anyhow!("{}", status.message()))?;
     // A one-off process: nothing to cache. Running servers show the new levels within their Stocks cache TTL.
-    let store = PgStore::connect(database_url, 2, 1, StockCache::default()).await?;
+    let store = PgStore::connect(database_url, 2, 1, false, StockCache::default()).await?;
     let imported = store.import_stock(&levels).await.context("import stock")?;
     tracing::info!(imported, file = %file.display(), "stock imported");
     Ok(())

@@ -21,6 +21,10 @@ pub const SWEEP_FAILURES: &str = "loms_unpaid_sweep_failures_total";
 /// Calls per committed write batch (group commit), by kind (`create`, `command`).
 pub const WRITE_BATCH_SIZE: &str = "loms_write_batch_size";
 
+/// Batches of new orders decided on the levels this process last committed whose stock rows had changed since
+/// (another replica, an operator, a racing write): nothing was written, and they ran again the locking way.
+pub const STOCK_NOT_AS_KNOWN: &str = "loms_write_batch_stock_not_as_known_total";
+
 /// Registers the help texts (a no-op until the recorder is installed, so call it after binding the endpoint).
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -32,6 +36,10 @@ pub fn describe() {
     describe_counter!(SWEEP_CANCELLED, "Orders the unpaid-order sweep cancelled past their payment deadline.");
     describe_histogram!(SWEEP_DURATION, Unit::Seconds, "Time one unpaid-order sweep took.");
     describe_histogram!(WRITE_BATCH_SIZE, "Calls one committed write batch carried (group commit), by kind of call.");
+    describe_counter!(
+        STOCK_NOT_AS_KNOWN,
+        "Batches of new orders whose stock rows had changed since this process last wrote them; run again under locks."
+    );
     describe_counter!(SWEEP_FAILURES, "Unpaid-order sweeps that failed (the next tick retries).");
     minizon_common::db::describe_metrics();
 }

@@ -195,6 +195,11 @@ impl Ledger {
         self.rows.values().filter(|(before, now)| *before != Some(*now)).map(|(_, now)| *now).collect()
     }
 
+    /// Every row's level now, in the global lock order.
+    pub fn levels(&self) -> Vec<StockLevel> {
+        self.rows.values().map(|(_, now)| *now).collect()
+    }
+
     /// Applies `delta` to a row the transaction locked (reservations are only ever of existing rows).
     fn change(&mut self, warehouse: WarehouseId, sku: Sku, delta: Delta) -> Result<(), LomsError> {
         let Some((Some(_), current)) = self.rows.get(&(sku, warehouse)) else {

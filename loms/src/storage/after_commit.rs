@@ -1,12 +1,13 @@
 //! What a store does after a commit, never before: wake this process's outbox relay (an event the relay could
-//! read before its commit would not be there yet) and drop the cached stock of the skus the write changed.
+//! read before its commit would not be there yet) and drop the cached stock of the skus the write changed, from the
+//! Stocks cache and from the levels a batch of new orders is decided on ([`KnownLevels`]).
 
 use std::sync::Arc;
 
 use sqlx::{Database, Transaction};
 use tokio::sync::Notify;
 
-use super::stock_cache::StockCache;
+use super::{known_levels::KnownLevels, stock_cache::StockCache};
 use crate::domain::{LomsError, Sku};
 
 /// The relay's wake-up and the Stocks cache of one process.
@@ -15,11 +16,13 @@ pub(super) struct AfterCommit {
     /// A signal sent while the relay is busy is kept as a permit, so none is lost.
     outbox: Arc<Notify>,
     pub(super) stock: StockCache,
+    /// Remembered by the batches of new orders after their commits; forgotten by every write.
+    pub(super) known: KnownLevels,
 }
 
 impl AfterCommit {
     pub(super) fn new(stock: StockCache) -> Self {
-        Self { outbox: Arc::default(), stock }
+        Self { outbox: Arc::default(), stock, known: KnownLevels::default() }
     }
 
     /// Commits a write that changed the stock of `skus` (and may have written outbox events), then drops those
@@ -42,6 +45,8 @@ impl AfterCommit {
     /// skus leave the cache either way (a commit whose reply was lost may still have happened); the relay is woken
     /// only for a commit known to have happened.
     pub(super) fn after(&self, skus: impl IntoIterator<Item = Sku>, committed: bool) {
+        let skus: Vec<Sku> = skus.into_iter().collect();
+        self.known.forget(skus.iter().copied());
         self.stock.changed(skus);
         if committed {
             self.outbox.notify_one();

@@ -37,11 +37,19 @@ pub struct BatchConfig {
     #[arg(long = "write-batch-committers", env = "LOMS_WRITE_BATCH_COMMITTERS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=16))]
     pub committers: u8,
+
+    /// Whether a batch of new orders may be decided on the stock levels this process's last batches committed and
+    /// sent as BEGIN, one statement and COMMIT in one round trip (PostgreSQL, with one committer; the statement
+    /// checks the levels under its locks and the batch runs again the locking way when they changed). Off: every
+    /// batch locks and reads its stock rows first, two round trips.
+    #[arg(long = "write-batch-one-flight", env = "LOMS_WRITE_BATCH_ONE_FLIGHT", action = clap::ArgAction::Set,
+          default_value_t = true)]
+    pub one_flight: bool,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_batch: 64, max_wait: Duration::ZERO, committers: 1 }
+        Self { max_batch: 64, max_wait: Duration::ZERO, committers: 1, one_flight: true }
     }
 }
 
@@ -432,7 +440,7 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let (writes, gate) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
         let (seen, written, permits) = (sizes.clone(), writes.clone(), gate.clone());
-        let config = BatchConfig { max_batch, max_wait: Duration::ZERO, committers };
+        let config = BatchConfig { max_batch, max_wait: Duration::ZERO, committers, ..BatchConfig::default() };
         let batcher = Batcher::spawn(config, BatchKind::Create, move |calls: Vec<u32>| {
             let (seen, written, permits) = (seen.clone(), written.clone(), permits.clone());
             async move {

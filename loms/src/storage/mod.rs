@@ -5,6 +5,7 @@ mod after_commit;
 pub mod batch;
 mod command_batches;
 mod decode;
+mod known_levels;
 mod new_orders;
 pub mod postgres;
 mod records;
@@ -49,7 +50,10 @@ impl Storage {
             Backend::Postgres => {
                 // A committer per kind of batch (CreateOrder; OrderPayed and CancelOrder) runs one batch at a time.
                 let in_flight = 2 * usize::from(batching.committers.max(1));
-                let store = Arc::new(PgStore::connect(url, max_connections, in_flight, cache).await?);
+                // A second batch in flight would be decided before the first one's levels are known, and find its rows
+                // changed.
+                let one_flight = batching.one_flight && batching.committers <= 1;
+                let store = Arc::new(PgStore::connect(url, max_connections, in_flight, one_flight, cache).await?);
                 let orders = Arc::new(batch::BatchedOrders::new(store.clone(), batching));
                 Self { backend: Store::Postgres(store), orders }
             }

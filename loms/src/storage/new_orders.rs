@@ -87,6 +87,11 @@ impl<'a> NewOrders<'a> {
         Outcome::New(self.new.len() - 1)
     }
 
+    /// How many calls the batch has.
+    pub(super) fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
     /// The skus of the new orders, each once, in the global lock order (what the batch locks, and what the Stocks
     /// cache forgets after the commit).
     pub(super) fn skus(&self) -> BTreeSet<Sku> {

@@ -61,21 +61,29 @@ macro_rules! record_ctes {
 }
 
 /// The common table expression that applies a [`Ledger`]'s deltas to the (already locked) stock rows, from the
-/// arrays [`bind_deltas`] binds as `$10`–`$13`.
+/// arrays [`bind_deltas`] binds as `$10`–`$13`; `stock_cte!(" and …")` adds a condition on every row it writes.
 macro_rules! stock_cte {
     () => {
-        "stock as (
+        stock_cte!("")
+    };
+    ($also:literal) => {
+        concat!(
+            "stock as (
              update stocks s set on_hand = s.on_hand + d.on_hand, reserved = s.reserved + d.reserved
              from unnest($10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
                   as d(sku, warehouse_id, on_hand, reserved)
-             where s.sku = d.sku and s.warehouse_id = d.warehouse_id
+             where s.sku = d.sku and s.warehouse_id = d.warehouse_id",
+            $also,
+            "
          )"
+        )
     };
 }
 
 // After the macros above, which they use.
 mod batch;
 mod command_batch;
+mod order_ids;
 mod pipelined;
 
 use pipelined::Param;
@@ -86,17 +94,25 @@ pub struct PgStore {
     pool: PgPool,
     /// The write batches' connections, which pipeline.
     pipelined: pipelined::Pipelined,
-    /// Wakes this process's relay and drops changed skus from the Stocks cache.
+    /// Wakes this process's relay and drops changed skus from the Stocks cache and the known levels.
     after_commit: AfterCommit,
+    /// Whether a batch of new orders may be decided on the known levels and written in one flight.
+    one_flight: bool,
+    /// Ids for the batches written in one flight.
+    order_ids: Arc<order_ids::OrderIds>,
 }
 
 impl PgStore {
     /// Creates the database if it does not exist, connects, and applies migrations. `batches_in_flight` is how
-    /// many write batches may run at once (their connections are opened on demand, next to the pool's).
+    /// many write batches may run at once (their connections are opened on demand, next to the pool's);
+    /// `one_flight` lets a batch of new orders be decided on the levels the batch before it committed and be
+    /// written in one flight, which only pays with one batch of new orders in flight at a time (a second one would
+    /// be decided before the first one's levels are known, and find its rows changed).
     pub async fn connect(
         url: &str,
         max_connections: u32,
         batches_in_flight: usize,
+        one_flight: bool,
         stock_cache: StockCache,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
@@ -108,7 +124,7 @@ impl PgStore {
             .await
             .context("migrate the LOMS database")?;
         let pipelined = pipelined::Pipelined::new(url, batches_in_flight).context("the write batches' connections")?;
-        Ok(Self { pool, pipelined, after_commit: AfterCommit::new(stock_cache) })
+        Ok(Self { pool, pipelined, after_commit: AfterCommit::new(stock_cache), one_flight, order_ids: Arc::default() })
     }
 
     /// Signalled after every commit that wrote outbox events (a permit is kept if the relay is busy).
@@ -689,24 +705,20 @@ impl OrderStore for PgStore {
 #[async_trait]
 impl StockStore for PgStore {
     async fn set_stock(&self, warehouse: WarehouseId, sku: Sku, on_hand: u64) -> Result<StockLevel, LomsError> {
-        let levels = [(warehouse, sku, on_hand)];
-        Self::with_retry(|| self.try_change_stock(&levels, |ledger| ledger.set_on_hand(warehouse, sku, on_hand.into())))
+        self.change_stock(&[(warehouse, sku, on_hand)], |ledger| ledger.set_on_hand(warehouse, sku, on_hand.into()))
             .await
     }
 
     async fn add_stock(&self, warehouse: WarehouseId, sku: Sku, delta: i64) -> Result<StockLevel, LomsError> {
-        let levels = [(warehouse, sku, 0)];
-        Self::with_retry(|| self.try_change_stock(&levels, |ledger| ledger.add_on_hand(warehouse, sku, delta))).await
+        self.change_stock(&[(warehouse, sku, 0)], |ledger| ledger.add_on_hand(warehouse, sku, delta)).await
     }
 
     async fn import_stock(&self, levels: &[(WarehouseId, Sku, u64)]) -> Result<usize, LomsError> {
-        Self::with_retry(|| {
-            self.try_change_stock(levels, |ledger| {
-                for (warehouse, sku, on_hand) in levels {
-                    ledger.set_on_hand(*warehouse, *sku, (*on_hand).into())?;
-                }
-                Ok(levels.len())
-            })
+        self.change_stock(levels, |ledger| {
+            for (warehouse, sku, on_hand) in levels {
+                ledger.set_on_hand(*warehouse, *sku, (*on_hand).into())?;
+            }
+            Ok(levels.len())
         })
         .await
     }
@@ -735,6 +747,19 @@ impl PgStore {
                 Ok((WarehouseId::try_from(warehouse).map_err(corrupt)?, u64::try_from(available).map_err(corrupt)?))
             })
             .collect()
+    }
+
+    /// An operator's stock change ([`Self::try_change_stock`], again on contention). Its skus leave the levels
+    /// batches of new orders are decided on, whatever the outcome (a commit whose reply was lost may have
+    /// happened).
+    async fn change_stock<T>(
+        &self,
+        levels: &[(WarehouseId, Sku, u64)],
+        change: impl Fn(&mut Ledger) -> Result<T, LomsError>,
+    ) -> Result<T, LomsError> {
+        let changed = Self::with_retry(|| self.try_change_stock(levels, &change)).await;
+        self.after_commit.known.forget(levels.iter().map(|(_, sku, _)| *sku));
+        changed
     }
 
     /// An operator's stock change: lock the rows of `levels` (those that exist) in the global order, let `change`

@@ -1,16 +1,28 @@
 //! Group commit of CreateOrder on PostgreSQL: one transaction for a whole batch of calls (docs/architecture.md,
-//! "Group commit"), sorted and answered by [`NewOrders`], on a pipelining connection ([`super::pipelined`]). It
-//! takes an order id for every new order and locks the union of the batch's stock rows in the global order in one
-//! statement sent with BEGIN, places the new orders over one [`Ledger`], and writes every order in one statement
-//! sent with COMMIT: two round trips for the batch (three when a call carries an idempotency key, whose stored
-//! order is looked up first).
+//! "Group commit"), sorted and answered by [`NewOrders`], on a pipelining connection ([`super::pipelined`]).
 //!
-//! A deadlock or serialization failure runs the batch again; any other failure before COMMIT runs the calls one by
-//! one on the per-call path, so a call that cannot be written fails alone.
+//! * **In one flight**, when no call carries an idempotency key and this process knows the levels of every sku of
+//!   the batch ([`KnownLevels`](crate::storage::known_levels), what its last batches committed): the new orders
+//!   are placed over a [`Ledger`] of those levels, with ids taken ahead ([`super::order_ids`]), and BEGIN, one
+//!   statement and COMMIT go out together. The statement first locks every stock row of the batch's skus in the
+//!   global order and stops, writing nothing, unless they are the levels the batch was decided on; the batch then
+//!   runs the locking way. One round trip for the batch.
+//! * **The locking way**: it takes an order id for every new order and locks the union of the batch's stock rows
+//!   in the global order in one statement sent with BEGIN, places the new orders over one [`Ledger`] of what it
+//!   read, and writes every order in one statement sent with COMMIT: two round trips (three when a call carries an
+//!   idempotency key, whose stored order is looked up first).
+//!
+//! Either way the levels the batch committed are remembered for the next one. A deadlock or serialization failure
+//! runs the batch again the locking way; any other failure before COMMIT runs the calls one by one on the per-call
+//! path, so a call that cannot be written fails alone.
 
 use chrono::Utc;
 
-use super::{PgStore, Tx, delta_params, pipelined::Param, record_params};
+use super::{
+    PgStore, Tx, delta_params,
+    pipelined::{Committed, Param},
+    record_params,
+};
 use crate::{
     domain::{CreateOrder, Ledger, LomsError, OrderId, StockLevel},
     storage::{
@@ -24,11 +36,60 @@ use crate::{
 #[async_trait::async_trait]
 impl CreateBatch for PgStore {
     async fn try_create_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
+        if let Some(answers) = self.in_one_flight(calls).await? {
+            return Ok(answers);
+        }
         Self::with_retry(|| self.attempt_batch(calls)).await
     }
 }
 
 impl PgStore {
+    /// The batch in one flight, decided on the known levels; `None` when that does not apply (a call with an
+    /// idempotency key, a sku whose levels are not known, more than one batch of new orders in flight) or when
+    /// the stock rows were not as known (nothing was written): the batch is then run the locking way.
+    async fn in_one_flight(&self, calls: &[CreateOrder]) -> Result<Option<Vec<CreateAnswer>>, LomsError> {
+        if !self.one_flight || calls.iter().any(|call| call.idempotency.is_some()) {
+            return Ok(None);
+        }
+        let mut batch = NewOrders::new(calls);
+        let new = batch.sort(StoredKeys::new());
+        let Some(known) = self.after_commit.known.of(batch.skus()) else {
+            return Ok(None);
+        };
+        let ids = self.order_ids.take(&self.pool, new).await?;
+        let mut ledger = Ledger::new(known.iter().copied());
+        batch.place(ids, &mut ledger);
+        let columns = NewOrderColumns::of(&batch, &ledger)?;
+        let read = LevelColumns::of(&known);
+        let mut params = columns.params();
+        params.extend(read.params());
+        let committed = self.pipelined.write_alone(WRITE_NEW_ORDERS_ON_KNOWN_STOCK, &params).await;
+        if matches!(committed, Committed::No(LomsError::Contention)) {
+            metrics::counter!(crate::series::STOCK_NOT_AS_KNOWN).increment(1);
+            self.after_commit.known.forget(batch.skus());
+            return Ok(None);
+        }
+        self.new_orders_ended(committed, batch, &ledger).map(Some)
+    }
+
+    /// The answers of a batch of new orders whose write ended `committed` (see [`PgStore::batch_ended`]); once
+    /// committed, the levels of its skus are remembered for the next batch.
+    fn new_orders_ended(
+        &self,
+        committed: Committed,
+        batch: NewOrders<'_>,
+        ledger: &Ledger,
+    ) -> Result<Vec<CreateAnswer>, LomsError> {
+        let known = matches!(committed, Committed::Yes);
+        let (calls, skus) = (batch.call_count(), batch.skus());
+        let answers =
+            self.batch_ended(committed, BatchKind::Create, calls, skus.iter().copied(), || batch.answers())?;
+        if known {
+            self.after_commit.known.remember(skus, ledger);
+        }
+        Ok(answers)
+    }
+
     /// One attempt at the batch. `Err` only when nothing was committed; a failed COMMIT (whose outcome is unknown)
     /// answers every call with the failure instead, so no call is run twice.
     async fn attempt_batch(&self, calls: &[CreateOrder]) -> Result<Vec<CreateAnswer>, LomsError> {
@@ -57,7 +118,7 @@ impl PgStore {
         batch.place(ids, &mut ledger);
         let columns = NewOrderColumns::of(&batch, &ledger)?;
         let committed = tx.write_and_commit(WRITE_NEW_ORDERS, &columns.params()).await;
-        self.batch_ended(committed, BatchKind::Create, calls.len(), batch.skus(), || batch.answers())
+        self.new_orders_ended(committed, batch, &ledger)
     }
 }
 
@@ -145,16 +206,10 @@ pub(super) async fn lock_stock_for_new_orders(
     new_ids_and_stock(rows, count)
 }
 
-/// Writes a batch's new orders in one statement: the order rows with their final statuses, their items and their
-/// reservations (each order's run of the flat arrays of the whole batch, cut out by its bounds), the ledger's stock
-/// deltas (on rows locked by [`LOCK_STOCK_FOR_NEW_ORDERS`]), history and events; its parameters are
-/// [`NewOrderColumns`]. Slicing costs no grouping: an order's lines are already one run of the flat arrays, in order.
-pub(super) const WRITE_NEW_ORDERS: &str = concat!(
-    "with ",
-    record_ctes!(),
-    ", ",
-    stock_cte!(),
-    " insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
+/// The main statement of [`WRITE_NEW_ORDERS`]: the order rows, each with its run of the flat arrays.
+macro_rules! insert_new_orders {
+    () => {
+        " insert into orders (id, user_id, status, payment_deadline, idempotency_key, request_hash,
                           item_skus, item_counts, held_skus, held_warehouses, held_counts)
      select o.id, o.user_id, o.status, now() + make_interval(secs => o.timeout), o.key, o.hash,
             ($14::bigint[])[o.items_from:o.items_to], ($15::int[])[o.items_from:o.items_to],
@@ -163,7 +218,68 @@ pub(super) const WRITE_NEW_ORDERS: &str = concat!(
      from unnest($19::bigint[], $20::bigint[], $21::smallint[], $22::float8[], $23::text[], $24::text[],
                  $25::int[], $26::int[], $27::int[], $28::int[])
           as o(id, user_id, status, timeout, key, hash, items_from, items_to, held_from, held_to)"
+    };
+}
+
+/// Writes a batch's new orders in one statement: the order rows with their final statuses, their items and their
+/// reservations (each order's run of the flat arrays of the whole batch, cut out by its bounds), the ledger's stock
+/// deltas (on rows locked by [`LOCK_STOCK_FOR_NEW_ORDERS`]), history and events; its parameters are
+/// [`NewOrderColumns`]. Slicing costs no grouping: an order's lines are already one run of the flat arrays, in order.
+pub(super) const WRITE_NEW_ORDERS: &str = concat!("with ", record_ctes!(), ", ", stock_cte!(), insert_new_orders!());
+
+/// [`WRITE_NEW_ORDERS`] for a batch decided on known levels, sent with BEGIN and COMMIT. It first locks every stock
+/// row of the batch's skus (`$14`, the new orders' items; the rows allocation reads) in the global order, and
+/// unless they are exactly the rows `$29`–`$32` (sku, warehouse, on hand, reserved) the batch was decided on, stops
+/// with a serialization failure (`loms_stock_changed_since_read`, migration 0008) before anything is written: the
+/// stock update and the order rows wait for that check. The history and outbox rows written meanwhile go with the
+/// statement.
+const WRITE_NEW_ORDERS_ON_KNOWN_STOCK: &str = concat!(
+    "with ",
+    record_ctes!(),
+    ", locked as materialized (
+         select sku, warehouse_id, on_hand, reserved from stocks
+         where sku = any($14::bigint[])
+         order by sku, warehouse_id
+         for update
+     ), as_known as (
+         select case
+             when (select count(*) from locked) = cardinality($29::bigint[])
+              and (select count(*)
+                   from locked l
+                   join unnest($29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[])
+                        as k(sku, warehouse_id, on_hand, reserved)
+                     on k.sku = l.sku and k.warehouse_id = l.warehouse_id
+                    and k.on_hand = l.on_hand and k.reserved = l.reserved) = cardinality($29::bigint[])
+             then true
+             else loms_stock_changed_since_read()
+         end as held
+     ), ",
+    stock_cte!(" and (select held from as_known)"),
+    insert_new_orders!(),
+    " where (select held from as_known)"
 );
+
+/// The levels a batch was decided on, as `$29`–`$32` of [`WRITE_NEW_ORDERS_ON_KNOWN_STOCK`]: skus, warehouses,
+/// units on hand and reserved.
+struct LevelColumns([Vec<i64>; 4]);
+
+impl LevelColumns {
+    fn of(levels: &[StockLevel]) -> Self {
+        let mut columns: [Vec<i64>; 4] = Default::default();
+        for level in levels {
+            columns[0].push(i64::from(level.sku.get()));
+            columns[1].push(level.warehouse.get());
+            // A stored level is within 0..=i64::MAX (the stock rule), so it fits back.
+            columns[2].push(level.on_hand as i64);
+            columns[3].push(level.reserved as i64);
+        }
+        Self(columns)
+    }
+
+    fn params(&self) -> impl Iterator<Item = Param<'_>> {
+        self.0.iter().map(|column| column as Param<'_>)
+    }
+}
 
 /// The parameters of [`WRITE_NEW_ORDERS`] for a placed batch: its history and events, the ledger's deltas, the new
 /// orders' items and holds as flat arrays, and the orders' rows with the bounds of their runs in those arrays.

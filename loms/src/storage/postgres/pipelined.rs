@@ -1,6 +1,7 @@
 //! The connections LOMS's write batches run on: tokio-postgres, which pipelines. A batch sends BEGIN together with
 //! its first statement, and its write together with COMMIT, each pair in one flight, so it waits for PostgreSQL
-//! twice instead of four times (sqlx sends a statement only once the one before it was answered). On the 2-core
+//! twice instead of four times (sqlx sends a statement only once the one before it was answered); a batch of one
+//! statement sends BEGIN, it and COMMIT in one flight ([`Pipelined::write_alone`]) and waits once. On the 2-core
 //! benchmark machine the committer's session spent 29 % of its time waiting for LOMS's next statement, and a call
 //! waits for the batch in flight before its own, so each wait was paid twice per call; pipelined, CreateOrder ran
 //! 13–28 % faster (docs/benchmarks.md, run 11).
@@ -11,7 +12,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use futures::future::join;
+use futures::future::{join, join3};
 use minizon_common::db::PoolSeries;
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
@@ -63,10 +64,7 @@ impl Pipelined {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<(Transaction, Vec<Row>), LomsError> {
-        let client = {
-            let _waiting = self.series.waiting();
-            self.pool.get().await.map_err(pool_error)?
-        };
+        let client = self.connection().await?;
         let statement = client.prepare_cached(sql).await?;
         let tx = Transaction { client: Some(client) };
         let client = tx.client();
@@ -74,6 +72,21 @@ impl Pipelined {
         let (begun, rows) = join(client.batch_execute("BEGIN"), client.query(&statement, params)).await;
         begun?;
         Ok((tx, rows?))
+    }
+
+    /// Runs `sql` in a transaction of its own: BEGIN, the statement and COMMIT in one flight.
+    pub(super) async fn write_alone(&self, sql: &str, params: &Params<'_>) -> Committed {
+        let client = match self.connection().await {
+            Ok(client) => client,
+            Err(error) => return Committed::No(error),
+        };
+        Transaction { client: Some(client) }.commit_with(sql, params, true).await
+    }
+
+    /// A connection of the pool, watched while it is waited for.
+    async fn connection(&self) -> Result<Object, LomsError> {
+        let _waiting = self.series.waiting();
+        self.pool.get().await.map_err(pool_error)
     }
 
     /// Closes every connection.
@@ -113,7 +126,13 @@ impl Transaction {
     }
 
     /// Runs `sql` and COMMIT in one flight.
-    pub(super) async fn write_and_commit(mut self, sql: &str, params: &Params<'_>) -> Committed {
+    pub(super) async fn write_and_commit(self, sql: &str, params: &Params<'_>) -> Committed {
+        self.commit_with(sql, params, false).await
+    }
+
+    /// Runs `sql` and COMMIT in one flight, after BEGIN in the same flight when `begin` (the transaction is not
+    /// open yet).
+    async fn commit_with(mut self, sql: &str, params: &Params<'_>, begin: bool) -> Committed {
         let client = self.client();
         let statement = match client.prepare_cached(sql).await {
             Ok(statement) => statement,
@@ -121,13 +140,16 @@ impl Transaction {
             Err(error) => return Committed::No(error.into()),
         };
         crate::storage::batch::committing();
-        let (written, committed) = join(client.execute(&statement, params), client.batch_execute("COMMIT")).await;
+        // `join3` polls in order, and tokio-postgres sends a request when its future is first polled.
+        let begun = async { if begin { client.batch_execute("BEGIN").await } else { Ok(()) } };
+        let (begun, written, committed) =
+            join3(begun, client.execute(&statement, params), client.batch_execute("COMMIT")).await;
         let clean = committed.is_ok();
-        let outcome = match (written, committed) {
-            (Ok(_), Ok(())) => Committed::Yes,
+        let outcome = match (begun, written, committed) {
+            (Ok(()), Ok(_), Ok(())) => Committed::Yes,
             // COMMIT in a transaction a statement failed rolls back, and says so without an error.
-            (Err(refused), _) if refused.as_db_error().is_some() => Committed::No(refused.into()),
-            (Err(error), _) | (_, Err(error)) => Committed::Unknown(error.into()),
+            (Ok(()), Err(refused), _) if refused.as_db_error().is_some() => Committed::No(refused.into()),
+            (Err(error), ..) | (_, Err(error), _) | (.., Err(error)) => Committed::Unknown(error.into()),
         };
         if clean {
             // Outside any transaction again: the connection can serve the next batch.
