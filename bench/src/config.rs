@@ -13,6 +13,7 @@ pub const SCENARIOS: &[&str] = &[
     "pgbench@80%",
     "create-3",
     "create-3@80%",
+    "create-3-keyed",
     "purchase-1",
     "purchase-3",
     "purchase-10",
@@ -142,12 +143,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// Scenarios to run, comma-separated, from: pgbench, pgbench@80%, create-3, create-3@80%, purchase-1,
-    /// purchase-3, purchase-10, purchase-100, churn-3, health, stocks, checkout-health, listcart, sweep.
+    /// Scenarios to run, comma-separated, from: pgbench, pgbench@80%, create-3, create-3@80%, create-3-keyed,
+    /// purchase-1, purchase-3, purchase-10, purchase-100, churn-3, health, stocks, checkout-health, listcart, sweep.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "pgbench,pgbench@80%,create-3,create-3@80%,purchase-1,purchase-3,purchase-10,purchase-100,churn-3,health,stocks,checkout-health,listcart,sweep"
+        default_value = "pgbench,pgbench@80%,create-3,create-3@80%,create-3-keyed,purchase-1,purchase-3,purchase-10,purchase-100,churn-3,health,stocks,checkout-health,listcart,sweep"
     )]
     pub scenarios: Vec<String>,
 

@@ -101,6 +101,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Report> {
         } else if args.wants("create-3@80%") {
             tracing::warn!("create-3@80% skipped: it paces at 80 % of the peak create-3 measures");
         }
+        if args.wants("create-3-keyed") {
+            maintain().await;
+            let keyed = Arc::new(OrderFlow::new(loms.clone(), skus, 3, AfterCreate::Leave, args.seed).with_keys());
+            recorder.record(scenario("create-3-keyed", keyed, spec).await?).await;
+        }
         for items in [1, 3, 10, 100] {
             let name = format!("purchase-{items}");
             if args.wants(&name) {
@@ -302,7 +307,16 @@ async fn timed(pool: &sqlx::PgPool, sql: &str, what: &str, otherwise: &str) {
 
 /// Writes to the seeded stock for `--prime`, unrecorded, so that the first scenario does not pay for the import.
 async fn prime(args: &RunArgs, skus: SkuRange) -> anyhow::Result<()> {
-    let writes = ["create-3", "create-3@80%", "purchase-1", "purchase-3", "purchase-10", "purchase-100", "churn-3"];
+    let writes = [
+        "create-3",
+        "create-3@80%",
+        "create-3-keyed",
+        "purchase-1",
+        "purchase-3",
+        "purchase-10",
+        "purchase-100",
+        "churn-3",
+    ];
     if args.prime.is_zero() || !writes.iter().any(|name| args.wants(name)) {
         return Ok(());
     }

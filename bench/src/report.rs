@@ -98,7 +98,7 @@ pub struct Target {
 /// Which baseline each scenario's throughput is compared with, and on which operation.
 fn baseline_of(scenario: &str) -> Option<(&'static str, &'static str, &'static str)> {
     match scenario {
-        "create-3" | "purchase-1" | "purchase-3" | "purchase-10" | "purchase-100" | "churn-3" => {
+        "create-3" | "create-3-keyed" | "purchase-1" | "purchase-3" | "purchase-10" | "purchase-100" | "churn-3" => {
             Some(("CreateOrder", pgbench::PEAK, pgbench::OP))
         }
         "stocks" => Some(("Stocks", "health", "Health/Check")),

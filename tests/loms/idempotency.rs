@@ -102,6 +102,30 @@ fn create_on(
     })
 }
 
+/// On PostgreSQL a batch whose skus' levels LOMS knows goes out in one flight and takes its keys as new: a retried
+/// key is refused there by the orders' unique key, and the batch runs the locking way, which answers it from the
+/// stored order (SQLite: always the locking way).
+#[tokio::test]
+async fn a_key_retried_once_its_skus_levels_are_known_replays_the_first_order() {
+    let loms = TestLoms::start().await;
+    loms.set_stock(1, 1001, 10).await;
+    let mut client = loms.client().await;
+    // A first order, so that LOMS knows the sku's levels.
+    client.create_order(order(6, &[(1001, 1)])).await.unwrap();
+
+    let mut create =
+        async |key: &str| client.create_order(keyed(order(7, &[(1001, 2)]), key)).await.unwrap().into_inner().order_id;
+    let first = create("purchase-43").await;
+    let again = create("purchase-43").await;
+    let other = create("purchase-44").await;
+
+    assert_eq!(again, first, "the retry answered with the first order");
+    assert_ne!(other, first, "a new key, a new order");
+    assert_eq!(loms.db.scalar("select count(*) from orders").await, 3);
+    let mut client = loms.client().await;
+    assert_eq!(available(&mut client, 1001).await, 10 - 1 - 2 - 2, "each order reserved once");
+}
+
 #[tokio::test]
 async fn the_same_key_with_a_different_request_is_refused() {
     let loms = TestLoms::start().await;

@@ -30,12 +30,22 @@ pub struct OrderFlow {
     items: usize,
     then: AfterCreate,
     seed: u64,
+    /// Every CreateOrder carries a new `idempotency-key` starting with this (unique to the flow), as Checkout's
+    /// Purchase does; `None`: no key.
+    keys: Option<String>,
 }
 
 impl OrderFlow {
     /// Orders of `items` skus drawn from `skus`; `seed` makes the draws repeatable run to run.
     pub fn new(channels: Channels, skus: SkuRange, items: usize, then: AfterCreate, seed: u64) -> Self {
-        Self { channels, skus, items, then, seed }
+        Self { channels, skus, items, then, seed, keys: None }
+    }
+
+    /// The same flow, each CreateOrder with an idempotency key never sent before (keys of earlier runs on the same
+    /// database would be replayed, not created).
+    pub fn with_keys(self) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        Self { keys: Some(format!("bench-{nanos:x}")), ..self }
     }
 }
 
@@ -45,6 +55,8 @@ pub struct OrderClient {
     client: LomsV1Client<Channel>,
     rng: fastrand::Rng,
     user: i64,
+    /// CreateOrder calls sent so far (numbers the keys).
+    sent: u64,
 }
 
 impl Scenario for OrderFlow {
@@ -55,12 +67,18 @@ impl Scenario for OrderFlow {
             client: LomsV1Client::new(self.channels.for_client(index)),
             rng: fastrand::Rng::with_seed(self.seed ^ index as u64),
             user: index as i64 + 1,
+            sent: 0,
         })
     }
 
     async fn iteration(&self, c: &mut OrderClient, probe: &mut Probe) {
         let items = self.skus.pick(&mut c.rng, self.items).into_iter().map(|sku| Item { sku, count: 1 }).collect();
-        let request = CreateOrderRequest { user: c.user, items };
+        let mut request = tonic::Request::new(CreateOrderRequest { user: c.user, items });
+        if let Some(keys) = &self.keys {
+            c.sent += 1;
+            let key = format!("{keys}-{}-{}", c.user, c.sent).parse().expect("a key of ASCII letters and digits");
+            request.metadata_mut().insert("idempotency-key", key);
+        }
         let Ok(created) = probe.call("CreateOrder", c.client.create_order(request)).await else {
             return;
         };

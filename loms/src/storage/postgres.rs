@@ -165,7 +165,7 @@ impl PgStore {
                 self.after_commit.after(skus, true);
                 Ok(answers())
             }
-            pipelined::Committed::No(error) => Err(error),
+            pipelined::Committed::No(error) | pipelined::Committed::Duplicate(_, error) => Err(error),
             pipelined::Committed::Unknown(error) => {
                 self.after_commit.after(skus, false);
                 Ok(commit_failed(kind, calls, &error))
@@ -580,8 +580,11 @@ async fn write_plans(tx: &mut Tx, batch: &[Traced<'_>], ledger: &Ledger) -> Resu
 
 /// Whether a statement failed because another order already holds its (user, idempotency key).
 fn conflicts_on_idempotency_key(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some("orders_one_per_idempotency_key"))
+    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some(ONE_ORDER_PER_IDEMPOTENCY_KEY))
 }
+
+/// The unique constraint that holds one order per (user, idempotency key) (migration 0001).
+const ONE_ORDER_PER_IDEMPOTENCY_KEY: &str = "orders_one_per_idempotency_key";
 
 /// Binds `$1`–`$9` of [`record_ctes`].
 fn bind_events(query: PgQuery<'_>, rows: EventRows) -> PgQuery<'_> {

@@ -1,12 +1,14 @@
 //! Group commit of CreateOrder on PostgreSQL: one transaction for a whole batch of calls (docs/architecture.md,
 //! "Group commit"), sorted and answered by [`NewOrders`], on a pipelining connection ([`super::pipelined`]).
 //!
-//! * **In one flight**, when no call carries an idempotency key and this process knows the levels of every sku of
-//!   the batch ([`KnownLevels`](crate::storage::known_levels), what its last batches committed): the new orders
-//!   are placed over a [`Ledger`] of those levels, with ids taken ahead ([`super::order_ids`]), and BEGIN, one
-//!   statement and COMMIT go out together. The statement first locks every stock row of the batch's skus in the
-//!   global order and stops, writing nothing, unless they are the levels the batch was decided on; the batch then
-//!   runs the locking way. One round trip for the batch.
+//! * **In one flight**, when this process knows the levels of every sku of the batch
+//!   ([`KnownLevels`](crate::storage::known_levels), what its last batches committed): the new orders are placed
+//!   over a [`Ledger`] of those levels, with ids taken ahead ([`super::order_ids`]), and BEGIN, one statement and
+//!   COMMIT go out together. The statement first locks every stock row of the batch's skus in the global order and
+//!   stops, writing nothing, unless they are the levels the batch was decided on; the batch then runs the locking
+//!   way. An idempotency key is taken as new (a key repeated inside the batch is answered from its first use, as
+//!   either way does); when one is stored already, the orders' unique key refuses the statement, nothing is
+//!   written, and the batch runs the locking way, which looks the stored keys up. One round trip for the batch.
 //! * **The locking way**: it takes an order id for every new order and locks the union of the batch's stock rows
 //!   in the global order in one statement sent with BEGIN, places the new orders over one [`Ledger`] of what it
 //!   read, and writes every order in one statement sent with COMMIT: two round trips (three when a call carries an
@@ -19,7 +21,7 @@
 use chrono::Utc;
 
 use super::{
-    PgStore, Tx, delta_params,
+    ONE_ORDER_PER_IDEMPOTENCY_KEY, PgStore, Tx, delta_params,
     pipelined::{Committed, Param},
     record_params,
 };
@@ -44,11 +46,11 @@ impl CreateBatch for PgStore {
 }
 
 impl PgStore {
-    /// The batch in one flight, decided on the known levels; `None` when that does not apply (a call with an
-    /// idempotency key, a sku whose levels are not known, more than one batch of new orders in flight) or when
-    /// the stock rows were not as known (nothing was written): the batch is then run the locking way.
+    /// The batch in one flight, decided on the known levels; `None` when that does not apply (a sku whose levels
+    /// are not known, more than one batch of new orders in flight) or when nothing was written: the stock rows were
+    /// not as known, or an idempotency key of the batch is stored already. The batch is then run the locking way.
     async fn in_one_flight(&self, calls: &[CreateOrder]) -> Result<Option<Vec<CreateAnswer>>, LomsError> {
-        if !self.one_flight || calls.iter().any(|call| call.idempotency.is_some()) {
+        if !self.one_flight {
             return Ok(None);
         }
         let mut batch = NewOrders::new(calls);
@@ -64,10 +66,16 @@ impl PgStore {
         let mut params = columns.params();
         params.extend(read.params());
         let committed = self.pipelined.write_alone(WRITE_NEW_ORDERS_ON_KNOWN_STOCK, &params).await;
-        if matches!(committed, Committed::No(LomsError::Contention)) {
-            metrics::counter!(crate::series::STOCK_NOT_AS_KNOWN).increment(1);
-            self.after_commit.known.forget(batch.skus());
-            return Ok(None);
+        match &committed {
+            Committed::No(LomsError::Contention) => {
+                metrics::counter!(crate::series::STOCK_NOT_AS_KNOWN).increment(1);
+                self.after_commit.known.forget(batch.skus());
+                return Ok(None);
+            }
+            // A retried call's key, or one a concurrent call on another replica committed first: the locking way
+            // reads the stored order and answers from it. The known levels still hold (nothing was written).
+            Committed::Duplicate(constraint, _) if constraint == ONE_ORDER_PER_IDEMPOTENCY_KEY => return Ok(None),
+            _ => {}
         }
         self.new_orders_ended(committed, batch, &ledger).map(Some)
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::future::{join, join3};
 use minizon_common::db::PoolSeries;
-use tokio_postgres::{NoTls, Row, types::ToSql};
+use tokio_postgres::{NoTls, Row, error::SqlState, types::ToSql};
 
 use crate::domain::LomsError;
 
@@ -109,6 +109,9 @@ pub(super) enum Committed {
     Yes,
     /// PostgreSQL refused the write (and the COMMIT after it rolled the transaction back): nothing was written.
     No(LomsError),
+    /// As [`Committed::No`], the write refused by the unique constraint named: a row with its key is there already
+    /// (or a concurrent transaction inserted one and committed first).
+    Duplicate(String, LomsError),
     /// The connection failed with the write or the COMMIT in flight: the outcome is unknown.
     Unknown(LomsError),
 }
@@ -148,7 +151,7 @@ impl Transaction {
         let outcome = match (begun, written, committed) {
             (Ok(()), Ok(_), Ok(())) => Committed::Yes,
             // COMMIT in a transaction a statement failed rolls back, and says so without an error.
-            (Ok(()), Err(refused), _) if refused.as_db_error().is_some() => Committed::No(refused.into()),
+            (Ok(()), Err(refused), _) if refused.as_db_error().is_some() => refusal(refused),
             (Err(error), ..) | (_, Err(error), _) | (.., Err(error)) => Committed::Unknown(error.into()),
         };
         if clean {
@@ -173,6 +176,18 @@ impl Drop for Transaction {
             // PostgreSQL rolls the transaction back when its connection goes.
             drop(Object::take(client));
         }
+    }
+}
+
+/// What a write PostgreSQL refused ended as: [`Committed::Duplicate`] on a unique constraint, else [`Committed::No`].
+fn refusal(refused: tokio_postgres::Error) -> Committed {
+    let duplicate = refused
+        .as_db_error()
+        .filter(|db| *db.code() == SqlState::UNIQUE_VIOLATION)
+        .map(|db| db.constraint().unwrap_or_default().to_owned());
+    match duplicate {
+        Some(constraint) => Committed::Duplicate(constraint, refused.into()),
+        None => Committed::No(refused.into()),
     }
 }
 
