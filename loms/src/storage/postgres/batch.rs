@@ -55,7 +55,8 @@ impl PgStore {
         }
         let mut batch = NewOrders::new(calls);
         let new = batch.sort(StoredKeys::new());
-        let Some(known) = self.after_commit.known.of(batch.skus()) else {
+        let skus = batch.skus();
+        let Some(known) = self.after_commit.known.of(skus.iter().copied()) else {
             return Ok(None);
         };
         let ids = self.order_ids.take(&self.pool, new).await?;
@@ -69,7 +70,7 @@ impl PgStore {
         match &committed {
             Committed::No(LomsError::Contention) => {
                 metrics::counter!(crate::series::STOCK_NOT_AS_KNOWN).increment(1);
-                self.after_commit.known.forget(batch.skus());
+                self.after_commit.known.forget(skus);
                 return Ok(None);
             }
             // A retried call's key, or one a concurrent call on another replica committed first: the locking way
