@@ -9,6 +9,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+/// The metadata entries LOMS's contract carries beside its messages, named once for the server and its clients.
+pub mod metadata {
+    /// Request entry that makes CreateOrder idempotent: a call repeating a key gets the first call's order.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    /// Response entry (`true`) on a CreateOrder answered with an earlier call's order.
+    pub const IDEMPOTENT_REPLAY: &str = "idempotent-replay";
+    /// Entry of a CreateOrder refused for short stock: the id of the order recorded as failed.
+    pub const ORDER_ID: &str = "order-id";
+}
+
 /// A listening gRPC server that has not started serving yet.
 #[derive(Debug)]
 pub struct GrpcServer {

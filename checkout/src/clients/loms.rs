@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
+use minizon_common::grpc::metadata::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAY};
 use minizon_proto::loms::{
     CreateOrderRequest, Item, ListOrderRequest, OrderStatus, StocksRequest, loms_v1_client::LomsV1Client,
 };
@@ -16,12 +17,6 @@ use crate::{
     domain::{CartLine, OrderId, Sku, UserId},
     error::{Dependency, Error},
 };
-
-/// The request metadata entry LOMS de-duplicates CreateOrder calls by.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// The response metadata entry (`true`) LOMS sets when CreateOrder answered with an earlier call's order.
-pub const IDEMPOTENT_REPLAY: &str = "idempotent-replay";
 
 /// The order a CreateOrder answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

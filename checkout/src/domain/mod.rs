@@ -2,9 +2,9 @@
 //! storage trait and the clients of LOMS and ProductService.
 
 pub mod cart;
-pub mod ids;
 pub mod storage;
 
 pub use cart::{Cart, CartLine, CartVersion, LineChange, PricedLine, Product, TotalPriceOverflow, total_price};
 pub use ids::{Count, InvalidInput, OrderId, Sku, UserId};
+pub use minizon_common::ids;
 pub use storage::{AddOutcome, CartStore};

@@ -3,7 +3,6 @@
 
 pub mod allocation;
 pub mod error;
-pub mod ids;
 pub mod lifecycle;
 pub mod order;
 pub mod placement;
@@ -14,6 +13,7 @@ pub use allocation::{Reservation, Shortage, StockRow, allocate};
 pub use error::LomsError;
 pub use ids::{Count, OrderId, Sku, UserId, WarehouseId};
 pub use lifecycle::{Command, OrderState, Plan, RefundReason, RefundState, decide, unpaid_timeout};
+pub use minizon_common::ids;
 pub use order::{Decision, Order, OrderLines, OrderStatus, RecordedTransition, Step, Transition, TransitionReason};
 pub use placement::{Placement, place};
 pub use stock::{Ledger, Settlement, StockDelta, StockLevel};

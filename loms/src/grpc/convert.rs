@@ -1,5 +1,6 @@
 //! Parse, don't validate: contract messages become domain values here, and errors become INVALID_ARGUMENT.
 
+use minizon_common::grpc::metadata::IDEMPOTENCY_KEY;
 use minizon_proto::loms as pb;
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
@@ -8,12 +9,6 @@ use crate::domain::{
     Count, IdempotencyKey, Order, OrderLines, OrderStatus, RecordedTransition, Sku, TransitionReason, UserId,
     ids::InvalidInput,
 };
-
-/// Name of the request metadata entry that makes CreateOrder idempotent.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// Name of the response metadata entry (`true`) on a CreateOrder answered with an earlier call's order.
-pub const IDEMPOTENT_REPLAY: &str = "idempotent-replay";
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;

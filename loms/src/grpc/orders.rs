@@ -55,9 +55,10 @@ impl pb::loms_v1_server::LomsV1 for OrdersService {
         if outcome.replayed {
             // Tells the caller the order is an earlier call's, which may have moved on since (paid, cancelled):
             // Checkout looks at it before it reports a purchase.
-            response
-                .metadata_mut()
-                .insert(convert::IDEMPOTENT_REPLAY, tonic::metadata::MetadataValue::from_static("true"));
+            response.metadata_mut().insert(
+                minizon_common::grpc::metadata::IDEMPOTENT_REPLAY,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
         }
         Ok(response)
     }

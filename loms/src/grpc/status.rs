@@ -24,7 +24,7 @@ impl From<LomsError> for Status {
         let mut status = Status::new(code, error.to_string());
         if let LomsError::InsufficientStock { order_id, .. } = error {
             // Machine-readable too: callers (Checkout) can find the failed order without parsing the message.
-            status.metadata_mut().insert("order-id", MetadataValue::from(order_id.get()));
+            status.metadata_mut().insert(minizon_common::grpc::metadata::ORDER_ID, MetadataValue::from(order_id.get()));
         }
         status
     }

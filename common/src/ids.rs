@@ -1,5 +1,5 @@
-//! Identifiers and quantities, valid by construction: the gRPC boundary parses into these, and nothing past it
-//! checks again.
+//! The shop's identifiers and quantities, shared by LOMS and Checkout, valid by construction: each service's gRPC
+//! boundary parses into these, and nothing past it checks again.
 
 use std::fmt;
 
@@ -8,34 +8,51 @@ use std::fmt;
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
-/// A user of the shop (positive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UserId(i64);
+macro_rules! positive_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(i64);
 
-impl UserId {
-    /// The raw value (always positive).
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl TryFrom<i64> for UserId {
-    type Error = InvalidInput;
-
-    fn try_from(value: i64) -> Result<Self, Self::Error> {
-        if value > 0 {
-            Ok(Self(value))
-        } else {
-            Err(InvalidInput(format!("user must be a positive number, got {value}")))
+        impl $name {
+            /// The raw value (always positive).
+            pub fn get(self) -> i64 {
+                self.0
+            }
         }
-    }
+
+        impl TryFrom<i64> for $name {
+            type Error = InvalidInput;
+
+            fn try_from(value: i64) -> Result<Self, Self::Error> {
+                if value > 0 {
+                    Ok(Self(value))
+                } else {
+                    Err(InvalidInput(format!(concat!($field, " must be a positive number, got {}"), value)))
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
 }
 
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+positive_id!(
+    /// A user of the shop.
+    UserId, "user"
+);
+positive_id!(
+    /// An order, as numbered by LOMS.
+    OrderId, "order_id"
+);
+positive_id!(
+    /// A warehouse holding stock.
+    WarehouseId, "warehouse_id"
+);
 
 /// A stock-keeping unit (product). Zero is not a sku.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,13 +87,13 @@ impl fmt::Display for Sku {
     }
 }
 
-/// Units of one sku: 1 to 65,535 (the contract's count is a uint16 on the original service). Both a request's
-/// count and a whole cart line are limited to this.
+/// Units of one sku: 1 to 65,535 (the contract's count is a uint16 on the original service). A request's count, an
+/// order line and a whole cart line are each limited to this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Count(u16);
 
 impl Count {
-    /// The largest count a request or a cart line may carry.
+    /// The largest count a request or a line may carry.
     pub const MAX: u32 = u16::MAX as u32;
 
     /// The raw value (1..=65535).
@@ -111,43 +128,14 @@ impl fmt::Display for Count {
     }
 }
 
-/// An order, as numbered by LOMS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OrderId(i64);
-
-impl OrderId {
-    /// The raw value (always positive).
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl TryFrom<i64> for OrderId {
-    type Error = InvalidInput;
-
-    fn try_from(value: i64) -> Result<Self, Self::Error> {
-        if value > 0 {
-            Ok(Self(value))
-        } else {
-            Err(InvalidInput(format!("order_id must be a positive number, got {value}")))
-        }
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn users_must_be_positive() {
+    fn ids_must_be_positive() {
         assert!(UserId::try_from(0).is_err());
-        assert!(UserId::try_from(-3).is_err());
+        assert!(OrderId::try_from(-5).is_err());
         assert_eq!(UserId::try_from(7).unwrap().get(), 7);
     }
 
