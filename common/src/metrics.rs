@@ -85,6 +85,15 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Puts each unlabelled counter of `names` on the endpoint at 0, so that it is scraped from the process's start:
+/// a counter of rare events (failures, retries) that first appears at its first increment reads as "no data" until
+/// then, and `rate()` or `increase()` over a window holding its first increment misses that increment.
+pub fn counters_from_zero(names: &[&'static str]) {
+    for name in names {
+        metrics::counter!(*name).increment(0);
+    }
+}
+
 /// A bound `/metrics` endpoint that has not started serving yet.
 #[derive(Debug)]
 pub struct MetricsEndpoint {

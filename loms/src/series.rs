@@ -41,6 +41,13 @@ pub fn describe() {
         "Batches of new orders whose stock rows had changed since this process last wrote them; run again under locks."
     );
     describe_counter!(SWEEP_FAILURES, "Unpaid-order sweeps that failed (the next tick retries).");
+    minizon_common::metrics::counters_from_zero(&[
+        EVENTS_PUBLISHED,
+        PUBLISH_FAILURES,
+        SWEEP_CANCELLED,
+        SWEEP_FAILURES,
+        STOCK_NOT_AS_KNOWN,
+    ]);
     minizon_common::db::describe_metrics();
 }
 

@@ -30,6 +30,7 @@ pub fn describe() {
         CONSUMER_LAG,
         "Records of a partition this consumer has not read yet (from librdkafka statistics)."
     );
+    minizon_common::metrics::counters_from_zero(&[HANDLED, DEAD_LETTERED, REJOINS]);
     minizon_common::db::describe_metrics();
 }
 

@@ -81,6 +81,13 @@ async fn a_real_prometheus_scrapes_loms_and_sees_the_create_order_rate() {
         "no CreateOrder OK count in:\n{exposition}"
     );
     assert!(exposition.contains("grpc_server_handling_seconds_bucket{"), "the latency is a histogram");
+    // Counters of rare events are scraped before their first one, so that an alert on their increase sees it.
+    for rare in ["loms_outbox_publish_failures_total", "loms_unpaid_sweep_failures_total"] {
+        assert!(
+            exposition.lines().any(|line| line.split_whitespace().next() == Some(rare)),
+            "{rare} is not on the endpoint before its first increment:\n{exposition}"
+        );
+    }
     // The order's transaction waited for a pool connection (if only for nanoseconds), and the wait was counted.
     assert!(
         exposition.lines().any(|line| line.starts_with("db_pool_acquire_wait_seconds_count{") && !line.ends_with(" 0")),
