@@ -5,11 +5,11 @@
 //!
 //! A binary of its own, with one test: the metrics recorder is process-wide, and any other LOMS of the process
 //! would count into the same series. (Concurrent orders racing a replica's stock changes, counted in the database:
-//! `tests/loms/known_stock.rs`.)
+//! `tests/loms/concurrency.rs`.)
 
 use std::net::SocketAddr;
 
-use minizon_proto::loms::{CreateOrderRequest, Item};
+use minizon_proto::loms::{CancelOrderRequest, CreateOrderRequest, Item, OrderPayedRequest};
 use minizon_tests::{db::TestDb, loms::TestLoms};
 
 const SKU: u32 = 7101;
@@ -86,5 +86,39 @@ async fn an_order_after_a_replica_changed_the_stock_is_decided_on_the_stock_as_i
     assert!(first && !second);
     if postgres {
         assert_eq!(not_as_known().await, 3.0, "only the first of the two found the rows changed");
+    }
+
+    // Act 4: the replica restocks the first shelf (10 free) and LOMS learns it with an order of 2.
+    replica.set_stock(1, SKU, 14).await;
+    let (paid, created) = loms.place(order(7, 2)).await;
+    assert!(created);
+    let on_hand =
+        |warehouse: i64| format!("select on_hand from stocks where sku = {SKU} and warehouse_id = {warehouse}");
+    if postgres {
+        assert_eq!(not_as_known().await, 4.0, "the restock changed the rows");
+    }
+
+    // Act 5: the replica takes the payment for it, which sells its 2 units: 12 on hand, 4 reserved, still 8 free.
+    let mut on_replica = replica.client().await;
+    on_replica.order_payed(OrderPayedRequest { order_id: paid }).await.expect("the payment");
+    let (released, created) = loms.place(order(8, 1)).await;
+
+    // Assert 5: a sale leaves the free units, all that allocation reads, as LOMS knew them: the order is written
+    // on them in one flight, and the rows are right.
+    assert!(created);
+    assert_eq!((loms.db.scalar(&on_hand(1)).await, loms.db.scalar(&reserved(1)).await), (12, 5));
+    if postgres {
+        assert_eq!(not_as_known().await, 4.0, "a sale is not a change of the free units");
+    }
+
+    // Act 6: the replica cancels that order, which frees its unit (8 free where LOMS knows 7); one more order.
+    on_replica.cancel_order(CancelOrderRequest { order_id: released }).await.expect("the cancellation");
+    let (_, created) = loms.place(order(9, 8)).await;
+
+    // Assert 6: a release changes the free units: found, and the order decided on the 8 free units there are.
+    assert!(created, "8 units were free again");
+    assert_eq!((loms.db.scalar(&on_hand(1)).await, loms.db.scalar(&reserved(1)).await), (12, 12));
+    if postgres {
+        assert_eq!(not_as_known().await, 5.0, "the release changed the rows");
     }
 }

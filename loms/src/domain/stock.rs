@@ -189,6 +189,17 @@ impl Ledger {
             .collect()
     }
 
+    /// The skus of the rows whose free units (on hand − reserved) the changes moved, in order. A sale moves on hand
+    /// and reserved alike and leaves them as they were, and free units are all that allocation reads and all that
+    /// Stocks answers: what a process keeps of them stays true across a sale.
+    pub fn skus_with_free_units_moved(&self) -> Vec<Sku> {
+        let mut skus: Vec<Sku> =
+            self.deltas().into_iter().filter(|delta| delta.on_hand != delta.reserved).map(|delta| delta.sku).collect();
+        // The deltas come in (sku, warehouse) order, so a sku's rows are adjacent.
+        skus.dedup();
+        skus
+    }
+
     /// The levels after the changes of the rows that changed or are new (an operator may stock a shelf with zero
     /// units), in the global lock order.
     pub fn changed(&self) -> Vec<StockLevel> {
@@ -253,6 +264,19 @@ mod tests {
                 StockDelta { warehouse: wh(2), sku: sku(1), on_hand: -2, reserved: 0 },
             ]
         );
+    }
+
+    #[test]
+    fn a_sale_leaves_the_free_units_as_they_were_and_a_release_or_a_restock_moves_them() {
+        let held = |s: u32| [Reservation { sku: sku(s), warehouse: wh(1), count: 2 }];
+        let rows = [level(1, 1, 10, 4), level(2, 1, 5, 0), level(1, 2, 10, 4), level(1, 3, 10, 4)];
+        let mut ledger = Ledger::new(rows);
+        ledger.settle(Settlement::Sell, &held(1)).unwrap();
+        assert_eq!(ledger.skus_with_free_units_moved(), Vec::<Sku>::new(), "2 sold: 8 on hand, 2 reserved, 6 free");
+
+        ledger.settle(Settlement::Release, &held(2)).unwrap();
+        ledger.settle(Settlement::Restock, &held(3)).unwrap();
+        assert_eq!(ledger.skus_with_free_units_moved(), vec![sku(2), sku(3)]);
     }
 
     #[test]

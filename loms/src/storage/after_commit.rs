@@ -1,6 +1,8 @@
 //! What a store does after a commit, never before: wake this process's outbox relay (an event the relay could
-//! read before its commit would not be there yet) and drop the cached stock of the skus the write changed, from the
-//! Stocks cache and from the levels a batch of new orders is decided on ([`KnownLevels`]).
+//! read before its commit would not be there yet) and drop the cached stock of the skus whose free units the write
+//! moved, from the Stocks cache and from the levels a batch of new orders is decided on ([`KnownLevels`]). Both
+//! keep free units only (on hand − reserved), so a write that did not move them (a payment) need not name its
+//! skus; a caller that does not tell names every sku it touched.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ pub(super) struct AfterCommit {
     /// A signal sent while the relay is busy is kept as a permit, so none is lost.
     outbox: Arc<Notify>,
     pub(super) stock: StockCache,
-    /// Remembered by the batches of new orders after their commits; forgotten by every write.
+    /// Remembered by the batches of new orders after their commits; forgotten by every write that moves free units.
     pub(super) known: KnownLevels,
 }
 

@@ -2,10 +2,13 @@
 //! left them. With them a batch of new orders can be decided before anything is locked, and sent as BEGIN, one
 //! write and COMMIT in one flight (docs/architecture.md, "Group commit").
 //!
-//! Never trusted: that write locks the rows itself and compares them to these levels, and when they differ it
-//! fails and the batch runs the locking way, which reads the levels afresh. Keeping them exact only saves that
-//! second attempt: every other write of stock in this process forgets its skus after its commit (another replica's
-//! writes, and this process's writes that race a batch, are caught by the comparison).
+//! Never trusted: that write locks the rows itself and compares their free units (on hand − reserved, all that
+//! allocation reads) to these levels', and when they differ it fails and the batch runs the locking way, which reads
+//! the levels afresh. Keeping the free units exact only saves that second attempt: every other write of stock in
+//! this process that moved them forgets its skus after its commit (another replica's writes, and this process's
+//! writes that race a batch, are caught by the comparison). A payment does not move them (on hand and reserved
+//! fall alike) and keeps its skus known; their on-hand and reserved here are then above the rows' by the units
+//! sold, which nothing reads.
 
 use std::sync::Arc;
 
@@ -44,7 +47,7 @@ impl KnownLevels {
         }
     }
 
-    /// Forgets `skus`, whose stock a write other than a batch of new orders changed (or may have changed).
+    /// Forgets `skus`, whose free units a write other than a batch of new orders moved (or may have moved).
     pub(super) fn forget(&self, skus: impl IntoIterator<Item = Sku>) {
         for sku in skus {
             self.0.invalidate(&sku.get());

@@ -5,8 +5,8 @@
 //!   ([`KnownLevels`](crate::storage::known_levels), what its last batches committed): the new orders are placed
 //!   over a [`Ledger`] of those levels, with ids taken ahead ([`super::order_ids`]), and BEGIN, one statement and
 //!   COMMIT go out together. The statement first locks every stock row of the batch's skus in the global order and
-//!   stops, writing nothing, unless they are the levels the batch was decided on; the batch then runs the locking
-//!   way. An idempotency key is taken as new (a key repeated inside the batch is answered from its first use, as
+//!   stops, writing nothing, unless their free units are those the batch was decided on; the batch then runs the
+//!   locking way. An idempotency key is taken as new (a key repeated inside the batch is answered from its first use, as
 //!   either way does); when one is stored already, the orders' unique key refuses the statement, nothing is
 //!   written, and the batch runs the locking way, which looks the stored keys up. One round trip for the batch.
 //! * **The locking way**: it takes an order id for every new order and locks the union of the batch's stock rows
@@ -238,10 +238,12 @@ pub(super) const WRITE_NEW_ORDERS: &str = concat!("with ", record_ctes!(), ", ",
 
 /// [`WRITE_NEW_ORDERS`] for a batch decided on known levels, sent with BEGIN and COMMIT. It first locks every stock
 /// row of the batch's skus (`$14`, the new orders' items; the rows allocation reads) in the global order, and
-/// unless they are exactly the rows `$29`–`$32` (sku, warehouse, on hand, reserved) the batch was decided on, stops
-/// with a serialization failure (`loms_stock_changed_since_read`, migration 0008) before anything is written: the
-/// stock update and the order rows wait for that check. The history and outbox rows written meanwhile go with the
-/// statement.
+/// unless they are exactly the rows `$29`–`$31` (sku, warehouse, free units) the batch was decided on, stops with a
+/// serialization failure (`loms_stock_changed_since_read`, migration 0008) before anything is written: the stock
+/// update and the order rows wait for that check. Free units (on hand − reserved) are all that allocation reads,
+/// and the stock update adds deltas, so rows whose free units are as known give the same decision and the same
+/// rows as rows read afresh (a sale in between moved on hand and reserved alike). The history and outbox rows
+/// written meanwhile go with the statement.
 const WRITE_NEW_ORDERS_ON_KNOWN_STOCK: &str = concat!(
     "with ",
     record_ctes!(),
@@ -255,10 +257,9 @@ const WRITE_NEW_ORDERS_ON_KNOWN_STOCK: &str = concat!(
              when (select count(*) from locked) = cardinality($29::bigint[])
               and (select count(*)
                    from locked l
-                   join unnest($29::bigint[], $30::bigint[], $31::bigint[], $32::bigint[])
-                        as k(sku, warehouse_id, on_hand, reserved)
+                   join unnest($29::bigint[], $30::bigint[], $31::bigint[]) as k(sku, warehouse_id, free)
                      on k.sku = l.sku and k.warehouse_id = l.warehouse_id
-                    and k.on_hand = l.on_hand and k.reserved = l.reserved) = cardinality($29::bigint[])
+                    and k.free = l.on_hand - l.reserved) = cardinality($29::bigint[])
              then true
              else loms_stock_changed_since_read()
          end as held
@@ -268,19 +269,18 @@ const WRITE_NEW_ORDERS_ON_KNOWN_STOCK: &str = concat!(
     " where (select held from as_known)"
 );
 
-/// The levels a batch was decided on, as `$29`–`$32` of [`WRITE_NEW_ORDERS_ON_KNOWN_STOCK`]: skus, warehouses,
-/// units on hand and reserved.
-struct LevelColumns([Vec<i64>; 4]);
+/// The levels a batch was decided on, as `$29`–`$31` of [`WRITE_NEW_ORDERS_ON_KNOWN_STOCK`]: skus, warehouses and
+/// free units.
+struct LevelColumns([Vec<i64>; 3]);
 
 impl LevelColumns {
     fn of(levels: &[StockLevel]) -> Self {
-        let mut columns: [Vec<i64>; 4] = Default::default();
+        let mut columns: [Vec<i64>; 3] = Default::default();
         for level in levels {
             columns[0].push(i64::from(level.sku.get()));
             columns[1].push(level.warehouse.get());
-            // A stored level is within 0..=i64::MAX (the stock rule), so it fits back.
-            columns[2].push(level.on_hand as i64);
-            columns[3].push(level.reserved as i64);
+            // A stored level is within 0..=i64::MAX with reserved ≤ on hand (the stock rule), so this fits.
+            columns[2].push(level.available() as i64);
         }
         Self(columns)
     }

@@ -45,9 +45,13 @@ impl PgStore {
             return Ok(decided.answers());
         }
         let plans = decided.plans();
-        let columns = PlanColumns::of(&plans, &settle(&plans, stock)?);
+        let ledger = settle(&plans, stock)?;
+        let columns = PlanColumns::of(&plans, &ledger);
         let committed = tx.write_and_commit(WRITE_PLANS, &columns.params()).await;
-        self.batch_ended(committed, BatchKind::Command, calls.len(), decided.skus(), || decided.answers())
+        // Only the skus whose free units moved leave this process's caches of them (Stocks, the known levels): a
+        // payment keeps both true, so the next batch of new orders on its skus still goes in one flight.
+        let moved = ledger.skus_with_free_units_moved();
+        self.batch_ended(committed, BatchKind::Command, calls.len(), moved, || decided.answers())
     }
 }
 
