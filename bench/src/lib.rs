@@ -288,7 +288,7 @@ impl Maintenance {
         timed(pool, vacuum, "vacuum (analyze) of the LOMS tables", "plans may be stale").await;
         // The previous scenarios' WAL would otherwise start a checkpoint at a moment no scenario chose: at LOMS's
         // write rate one began every 30–60 s, and one inside a paced window stalled commits for seconds
-        // (docs/benchmarks.md, run 13). Taken here, between windows, the next WAL-triggered one is
+        // (docs/benchmarks-history.md, run 13). Taken here, between windows, the next WAL-triggered one is
         // max_wal_size ÷ (1 + checkpoint_completion_target) of WAL away (540 MB by default; one create-3 scenario
         // at 32 clients writes about 190 MB). Needs superuser or the pg_checkpoint role.
         timed(pool, "checkpoint", "checkpoint", "one may start inside the next window").await;

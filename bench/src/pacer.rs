@@ -2,7 +2,7 @@
 //! to its next tick, so its sleeps end about a millisecond late (on the 2-core benchmark machine: 1.05 ms on
 //! average, 2.0 ms at the 99th percentile, with nothing else running). A paced client's interval is a few
 //! milliseconds (8 clients at 3,000 calls/s: 2.7 ms), so that lateness alone kept clients behind their schedule,
-//! and, timed from the schedule, it counted as the service's latency (docs/benchmarks.md, run 19). On Linux a
+//! and, timed from the schedule, it counted as the service's latency (docs/benchmarks-history.md, run 19). On Linux a
 //! timerfd wakes within tens of microseconds (0.04 ms on average there); elsewhere tokio's timer is what there is.
 
 use tokio::time::Instant;

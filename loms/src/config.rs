@@ -23,7 +23,8 @@ pub struct Config {
 
     /// How long a Stocks answer may be served from this process's cache. This process's own writes always show at
     /// once; writes of other replicas (and of `loms stock import`) show within this time. Stocks is advisory (the
-    /// reservation decides), so a few seconds are safe; 0 turns the cache off (docs/benchmarks.md: what each costs).
+    /// reservation decides), so a few seconds are safe; 0 turns the cache off (what each TTL buys:
+    /// docs/benchmarks-history.md, "Stocks cache").
     #[arg(long, env = "LOMS_STOCKS_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub stock_cache_ttl: Duration,
 
@@ -47,8 +48,9 @@ pub struct Config {
     /// default: a call costs LOMS tens of microseconds of CPU and waits on the database for the rest, and with one
     /// worker the committer answers a batch's callers and sends the next batch without waking another thread for
     /// each (on the 2-core benchmark machine CreateOrder ran 9–14 % faster at 1–128 clients than with a worker per
-    /// core, docs/benchmarks.md run 17). The price is the peak of calls that never wait on the database (the no-op
-    /// health check: ~40,000/s against ~53,000 with two): a replica that mostly serves reads can be given more.
+    /// core, docs/benchmarks-history.md run 17). The price is the peak of calls that never wait on the database
+    /// (the no-op health check: ~40,000/s against ~53,000 with two): a replica that mostly serves reads can be
+    /// given more.
     #[arg(long, env = "LOMS_WORKER_THREADS", default_value = "1")]
     pub worker_threads: NonZeroUsize,
 

@@ -120,7 +120,7 @@ pub fn init(service: &'static str, args: &LogArgs) -> Telemetry {
     // and idle timings (two clock reads on every poll of an async span), no thread, source-location or target
     // attributes (allocations per span), and no OpenTelemetry context attached on every enter (nothing here reads
     // `opentelemetry::Context::current()`: propagation reads the span's own context). Measured in
-    // docs/benchmarks.md, "Instrumentation on and off".
+    // docs/benchmarks-history.md, run 8, "Instrumentation on and off".
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_tracked_inactivity(false)

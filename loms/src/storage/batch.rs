@@ -32,7 +32,7 @@ pub struct BatchConfig {
     /// Batches of one kind in flight at once (PostgreSQL; SQLite has one writer and always runs one). With one,
     /// every call waits behind the commit in flight; with more, the next batch gathers the calls queued meanwhile
     /// and takes its locks while the previous one's COMMIT flushes. On the 2-core benchmark machine two were no
-    /// faster than one (docs/benchmarks.md, run 9), so one is the default; a database host with cores to spare
+    /// faster than one (docs/benchmarks-history.md, run 9), so one is the default; a database host with cores to spare
     /// may gain.
     #[arg(long = "write-batch-committers", env = "LOMS_WRITE_BATCH_COMMITTERS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=16))]

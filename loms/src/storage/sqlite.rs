@@ -33,7 +33,8 @@ use crate::domain::{
 type Tx = Transaction<'static, Sqlite>;
 
 /// Most orders one sweep transaction cancels on SQLite. The sweep holds the one writer for its transaction, so a
-/// short one lets requests' writes in between (500 at once made CreateOrder wait over a second: docs/benchmarks.md).
+/// short one lets requests' writes in between (500 at once made CreateOrder wait over a second:
+/// docs/benchmarks-history.md).
 const SWEEP_CHUNK: u32 = 50;
 
 mod batch;

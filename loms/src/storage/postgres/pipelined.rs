@@ -4,7 +4,7 @@
 //! statement sends BEGIN, it and COMMIT in one flight ([`Pipelined::write_alone`]) and waits once. On the 2-core
 //! benchmark machine the committer's session spent 29 % of its time waiting for LOMS's next statement, and a call
 //! waits for the batch in flight before its own, so each wait was paid twice per call; pipelined, CreateOrder ran
-//! 13–28 % faster (docs/benchmarks.md, run 11).
+//! 13–28 % faster (docs/benchmarks-history.md, run 11).
 //!
 //! A transaction that ends without COMMIT or ROLLBACK (an error on the way, a dropped future) takes its connection
 //! out of the pool instead of handing a connection inside a transaction to the next batch.
