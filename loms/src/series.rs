@@ -21,9 +21,12 @@ pub const SWEEP_FAILURES: &str = "loms_unpaid_sweep_failures_total";
 /// Calls per committed write batch (group commit), by kind (`create`, `command`).
 pub const WRITE_BATCH_SIZE: &str = "loms_write_batch_size";
 
-/// Batches of new orders decided on the levels this process last committed whose stock rows had changed since
-/// (another replica, an operator, a racing write): nothing was written, and they ran again the locking way.
+/// Batches of new orders decided on the levels this process last committed whose rows' free units had changed
+/// since (another replica, an operator, a racing write): nothing was written, and they ran again the locking way.
 pub const STOCK_NOT_AS_KNOWN: &str = "loms_write_batch_stock_not_as_known_total";
+/// Batches of new orders written in one flight on the levels this process knew (one round trip); beside the count
+/// of `loms_write_batch_size{kind="create"}`, the share of batches that took it.
+pub const ONE_FLIGHT: &str = "loms_write_batch_one_flight_total";
 
 /// Registers the help texts (a no-op until the recorder is installed, so call it after binding the endpoint).
 pub fn describe() {
@@ -38,8 +41,10 @@ pub fn describe() {
     describe_histogram!(WRITE_BATCH_SIZE, "Calls one committed write batch carried (group commit), by kind of call.");
     describe_counter!(
         STOCK_NOT_AS_KNOWN,
-        "Batches of new orders whose stock rows had changed since this process last wrote them; run again under locks."
+        "Batches of new orders whose rows' free units had changed since this process last wrote them; run again under \
+         locks."
     );
+    describe_counter!(ONE_FLIGHT, "Batches of new orders written in one flight on the stock levels this process knew.");
     describe_counter!(SWEEP_FAILURES, "Unpaid-order sweeps that failed (the next tick retries).");
     minizon_common::metrics::counters_from_zero(&[
         EVENTS_PUBLISHED,
@@ -47,6 +52,7 @@ pub fn describe() {
         SWEEP_CANCELLED,
         SWEEP_FAILURES,
         STOCK_NOT_AS_KNOWN,
+        ONE_FLIGHT,
     ]);
     minizon_common::db::describe_metrics();
 }

@@ -1,7 +1,8 @@
 //! A batch of new orders decided on the stock levels its LOMS last committed, and written in one flight (PostgreSQL;
 //! docs/architecture.md, "Group commit"): when another replica changed those rows in between, the batch writes
 //! nothing that way and runs again under locks, so its orders are decided on the stock as it is; and LOMS counts
-//! it in `loms_write_batch_stock_not_as_known_total`, which is how this test knows which way each order went.
+//! it in `loms_write_batch_stock_not_as_known_total`, and a batch written in one flight in
+//! `loms_write_batch_one_flight_total`, which is how this test knows which way each order went.
 //!
 //! A binary of its own, with one test: the metrics recorder is process-wide, and any other LOMS of the process
 //! would count into the same series. (Concurrent orders racing a replica's stock changes, counted in the database:
@@ -16,6 +17,8 @@ const SKU: u32 = 7101;
 
 /// The series a batch whose stock rows had changed counts itself in.
 const NOT_AS_KNOWN: &str = "loms_write_batch_stock_not_as_known_total";
+/// The series a batch written in one flight counts itself in.
+const ONE_FLIGHT: &str = "loms_write_batch_one_flight_total";
 
 fn order(user: i64, count: u32) -> CreateOrderRequest {
     CreateOrderRequest { user, items: vec![Item { sku: SKU, count }] }
@@ -45,8 +48,10 @@ async fn an_order_after_a_replica_changed_the_stock_is_decided_on_the_stock_as_i
     assert!(loms.place(order(2, 4)).await.1);
     let postgres = loms.db.is_postgres();
     let not_as_known = || counter(&loms, NOT_AS_KNOWN);
+    let one_flight = || counter(&loms, ONE_FLIGHT);
     if postgres {
         assert_eq!(not_as_known().await, 0.0, "nothing changed behind LOMS's back yet");
+        assert_eq!(one_flight().await, 1.0, "the second order went in one flight");
     }
 
     // Act 1: the replica takes every free unit off the shelves; LOMS still knows the old levels.
@@ -86,6 +91,7 @@ async fn an_order_after_a_replica_changed_the_stock_is_decided_on_the_stock_as_i
     assert!(first && !second);
     if postgres {
         assert_eq!(not_as_known().await, 3.0, "only the first of the two found the rows changed");
+        assert_eq!(one_flight().await, 2.0, "the second of the two went in one flight");
     }
 
     // Act 4: the replica restocks the first shelf (10 free) and LOMS learns it with an order of 2.
@@ -109,6 +115,7 @@ async fn an_order_after_a_replica_changed_the_stock_is_decided_on_the_stock_as_i
     assert_eq!((loms.db.scalar(&on_hand(1)).await, loms.db.scalar(&reserved(1)).await), (12, 5));
     if postgres {
         assert_eq!(not_as_known().await, 4.0, "a sale is not a change of the free units");
+        assert_eq!(one_flight().await, 3.0, "written in one flight on the levels LOMS knew");
     }
 
     // Act 6: the replica cancels that order, which frees its unit (8 free where LOMS knows 7); one more order.
@@ -120,5 +127,6 @@ async fn an_order_after_a_replica_changed_the_stock_is_decided_on_the_stock_as_i
     assert_eq!((loms.db.scalar(&on_hand(1)).await, loms.db.scalar(&reserved(1)).await), (12, 12));
     if postgres {
         assert_eq!(not_as_known().await, 5.0, "the release changed the rows");
+        assert_eq!(one_flight().await, 3.0, "that order went the locking way");
     }
 }

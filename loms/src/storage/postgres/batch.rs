@@ -76,6 +76,7 @@ impl PgStore {
             // A retried call's key, or one a concurrent call on another replica committed first: the locking way
             // reads the stored order and answers from it. The known levels still hold (nothing was written).
             Committed::Duplicate(constraint, _) if constraint == ONE_ORDER_PER_IDEMPOTENCY_KEY => return Ok(None),
+            Committed::Yes => metrics::counter!(crate::series::ONE_FLIGHT).increment(1),
             _ => {}
         }
         self.new_orders_ended(committed, batch, &ledger).map(Some)
