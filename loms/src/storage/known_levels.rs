@@ -3,8 +3,8 @@
 //! write and COMMIT in one flight (docs/architecture.md, "Group commit").
 //!
 //! Never trusted: that write locks the rows itself and compares their free units (on hand − reserved, all that
-//! allocation reads) to these levels', and when they differ it fails and the batch runs the locking way, which reads
-//! the levels afresh. Keeping the free units exact only saves that second attempt: every other write of stock in
+//! allocation reads) with these levels' free units, and when they differ it fails and the batch runs the locking
+//! way, which reads the levels afresh. Keeping the free units exact only saves that second attempt: every other write of stock in
 //! this process that moved them forgets its skus after its commit (another replica's writes, and this process's
 //! writes that race a batch, are caught by the comparison). A payment does not move them (on hand and reserved
 //! fall alike) and keeps its skus known; their on-hand and reserved here are then above the rows' by the units
