@@ -120,7 +120,7 @@ async fn an_order_after_a_replica_changed_the_stock_is_decided_on_the_stock_as_i
 
     // Act 6: the replica cancels that order, which frees its unit (8 free where LOMS knows 7); one more order.
     on_replica.cancel_order(CancelOrderRequest { order_id: released }).await.expect("the cancellation");
-    let (_, created) = loms.place(order(9, 8)).await;
+    let (held, created) = loms.place(order(9, 8)).await;
 
     // Assert 6: a release changes the free units: found, and the order decided on the 8 free units there are.
     assert!(created, "8 units were free again");
@@ -128,5 +128,19 @@ async fn an_order_after_a_replica_changed_the_stock_is_decided_on_the_stock_as_i
     if postgres {
         assert_eq!(not_as_known().await, 5.0, "the release changed the rows");
         assert_eq!(one_flight().await, 3.0, "that order went the locking way");
+    }
+
+    // Act 7: LOMS itself cancels that order (8 units free again) and takes one more order of 8.
+    let mut on_loms = loms.client().await;
+    on_loms.cancel_order(CancelOrderRequest { order_id: held }).await.expect("the cancellation");
+    let (_, created) = loms.place(order(10, 8)).await;
+
+    // Assert 7: LOMS's own cancellation left it knowing the units it freed: the order is written on them in one
+    // flight, and nothing is oversold.
+    assert!(created, "8 units were free again");
+    assert_eq!((loms.db.scalar(&on_hand(1)).await, loms.db.scalar(&reserved(1)).await), (12, 12));
+    if postgres {
+        assert_eq!(not_as_known().await, 5.0, "LOMS knew the levels its cancellation left");
+        assert_eq!(one_flight().await, 4.0, "written in one flight on them");
     }
 }

@@ -1,8 +1,9 @@
 //! What a store does after a commit, never before: wake this process's outbox relay (an event the relay could
 //! read before its commit would not be there yet) and drop the cached stock of the skus whose free units the write
-//! moved, from the Stocks cache and from the levels a batch of new orders is decided on ([`KnownLevels`]). Both
-//! keep free units only (on hand − reserved), so a write that did not move them (a payment) need not name its
-//! skus; a caller that does not tell names every sku it touched.
+//! moved, from the Stocks cache and from the levels a batch of new orders is decided on ([`KnownLevels`]). A write
+//! that decided its stock over a [`Ledger`] of rows it locked gives the known levels those rows as it left them
+//! instead ([`AfterCommit::after_ledger`]). Both keep free units only (on hand − reserved), so a write that did not
+//! move them (a payment) need not name its skus; a caller that does not tell names every sku it touched.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use sqlx::{Database, Transaction};
 use tokio::sync::Notify;
 
 use super::{known_levels::KnownLevels, stock_cache::StockCache};
-use crate::domain::{LomsError, Sku};
+use crate::domain::{Ledger, LomsError, Sku};
 
 /// The relay's wake-up and the Stocks cache of one process.
 #[derive(Debug, Clone)]
@@ -18,7 +19,8 @@ pub(super) struct AfterCommit {
     /// A signal sent while the relay is busy is kept as a permit, so none is lost.
     outbox: Arc<Notify>,
     pub(super) stock: StockCache,
-    /// Remembered by the batches of new orders after their commits; forgotten by every write that moves free units.
+    /// Remembered by the batches of new orders after their commits, refreshed by the other writes of orders that
+    /// locked their rows, forgotten by the writes that moved free units without reading them.
     pub(super) known: KnownLevels,
 }
 
@@ -37,9 +39,30 @@ impl AfterCommit {
     where
         LomsError: From<sqlx::Error>,
     {
+        Self::commit_then(tx, |committed| self.after(skus, committed)).await
+    }
+
+    /// Commits a write that decided its stock over `ledger` (the rows it locked), then as
+    /// [`AfterCommit::after_ledger`].
+    pub(super) async fn commit_ledger<DB: Database>(
+        &self,
+        tx: Transaction<'static, DB>,
+        ledger: &Ledger,
+    ) -> Result<(), LomsError>
+    where
+        LomsError: From<sqlx::Error>,
+    {
+        Self::commit_then(tx, |committed| self.after_ledger(ledger, committed)).await
+    }
+
+    /// Commits `tx`, then runs `after` with whether it is known to have committed.
+    async fn commit_then<DB: Database>(tx: Transaction<'static, DB>, after: impl FnOnce(bool)) -> Result<(), LomsError>
+    where
+        LomsError: From<sqlx::Error>,
+    {
         super::batch::committing();
         let committed = tx.commit().await;
-        self.after(skus, committed.is_ok());
+        after(committed.is_ok());
         Ok(committed?)
     }
 
@@ -52,6 +75,22 @@ impl AfterCommit {
         self.stock.changed(skus);
         if committed {
             self.outbox.notify_one();
+        }
+    }
+
+    /// What follows the COMMIT of a write that decided its stock over `ledger` (the rows it locked, or a batch of
+    /// new orders knew, as it left them), `committed` or of unknown outcome. Only the skus whose free units it moved
+    /// leave the Stocks cache (a payment keeps it true), either way; once committed, the known levels take the
+    /// ledger's rows ([`KnownLevels::refresh`]) and the relay is woken; of an unknown outcome the known levels forget
+    /// those skus, as [`AfterCommit::after`] does.
+    pub(super) fn after_ledger(&self, ledger: &Ledger, committed: bool) {
+        let moved = ledger.skus_with_free_units_moved();
+        if committed {
+            self.known.refresh(&ledger.levels());
+            self.stock.changed(moved);
+            self.outbox.notify_one();
+        } else {
+            self.after(moved, false);
         }
     }
 

@@ -149,25 +149,26 @@ impl PgStore {
     }
 
     /// The answers of a write batch whose write went out with its COMMIT ([`pipelined::Transaction::write_and_commit`])
-    /// and ended `committed`, the batch of `calls` calls having changed the stock of `skus`: `answers` once
-    /// committed; `Err` (nothing written: the batch may run again, or call by call) when PostgreSQL refused the
-    /// write; every call answered UNAVAILABLE when the outcome is unknown, so that none is run twice.
+    /// and ended `committed`, the batch of `calls` calls having settled its stock over `ledger` (the rows it locked
+    /// or knew): `answers` once committed; `Err` (nothing written: the batch may run again, or call by call) when
+    /// PostgreSQL refused the write; every call answered UNAVAILABLE when the outcome is unknown, so that none is
+    /// run twice. What this process keeps of the stock follows the ledger ([`AfterCommit::after_ledger`]).
     fn batch_ended<T>(
         &self,
         committed: pipelined::Committed,
         kind: BatchKind,
         calls: usize,
-        skus: impl IntoIterator<Item = Sku>,
+        ledger: &Ledger,
         answers: impl FnOnce() -> Vec<Result<T, LomsError>>,
     ) -> Result<Vec<Result<T, LomsError>>, LomsError> {
         match committed {
             pipelined::Committed::Yes => {
-                self.after_commit.after(skus, true);
+                self.after_commit.after_ledger(ledger, true);
                 Ok(answers())
             }
             pipelined::Committed::No(error) | pipelined::Committed::Duplicate(_, error) => Err(error),
             pipelined::Committed::Unknown(error) => {
-                self.after_commit.after(skus, false);
+                self.after_commit.after_ledger(ledger, false);
                 Ok(commit_failed(kind, calls, &error))
             }
         }
@@ -203,7 +204,7 @@ impl PgStore {
             }
             written => written?,
         }
-        self.after_commit.commit(tx, request.lines.iter().map(|(sku, _)| sku)).await?;
+        self.after_commit.commit_ledger(tx, &ledger).await?;
         placement.reply
     }
 
@@ -242,12 +243,11 @@ impl PgStore {
             let mut ledger = Ledger::new(levels);
             let reservations = plan.apply_stock(&order, &held, &mut ledger)?.unwrap_or_default();
             write_change(&mut tx, (&order, &plan, traceparent), &ledger, new_lines, &reservations).await?;
-            let skus = order.lines.iter().chain(new_lines.iter()).map(|(sku, _)| sku).collect::<Vec<_>>();
-            self.after_commit.commit(tx, skus).await?;
+            self.after_commit.commit_ledger(tx, &ledger).await?;
             return plan.reply;
         }
-        settle_and_write(&mut tx, &[(&order, &plan, traceparent)]).await?;
-        self.after_commit.commit(tx, order.lines.iter().map(|(sku, _)| sku)).await?;
+        let ledger = settle_and_write(&mut tx, &[(&order, &plan, traceparent)]).await?;
+        self.after_commit.commit_ledger(tx, &ledger).await?;
         plan.reply
     }
 
@@ -280,9 +280,8 @@ impl PgStore {
         }
         let traceparent = minizon_common::telemetry::current_traceparent();
         let batch: Vec<Traced<'_>> = orders.iter().map(|(order, plan)| (order, plan, traceparent.as_deref())).collect();
-        settle_and_write(&mut tx, &batch).await?;
-        let skus = orders.iter().flat_map(|(order, _)| order.lines.iter().map(|(sku, _)| sku));
-        self.after_commit.commit(tx, skus).await?;
+        let ledger = settle_and_write(&mut tx, &batch).await?;
+        self.after_commit.commit_ledger(tx, &ledger).await?;
         Ok(orders.iter().map(|(order, _)| order.id).collect())
     }
 }
@@ -291,7 +290,7 @@ impl PgStore {
 /// and in the global order, the stock rows held by the orders whose plans settle their reservations, then
 /// [`write_settled`]. A command alone and the sweep end with it. A change of lines is not for it (it locks other
 /// rows: [`write_change`]).
-async fn settle_and_write(tx: &mut Tx, batch: &[Traced<'_>]) -> Result<(), LomsError> {
+async fn settle_and_write(tx: &mut Tx, batch: &[Traced<'_>]) -> Result<Ledger, LomsError> {
     let settling: Vec<OrderId> =
         batch.iter().filter(|(_, plan, _)| plan.settlement.is_some()).map(|(order, ..)| order.id).collect();
     let held = if settling.is_empty() { HeldStock::default() } else { lock_held_stock(tx, &settling).await? };
@@ -306,10 +305,11 @@ struct HeldStock {
 }
 
 /// Applies every plan over one [`Ledger`] of `stock` (which holds at least the stock of every order whose plan
-/// settles) and writes them all in one statement.
-async fn write_settled(tx: &mut Tx, batch: &[Traced<'_>], stock: HeldStock) -> Result<(), LomsError> {
+/// settles), writes them all in one statement, and returns the ledger.
+async fn write_settled(tx: &mut Tx, batch: &[Traced<'_>], stock: HeldStock) -> Result<Ledger, LomsError> {
     let ledger = settle(batch, stock)?;
-    write_plans(tx, batch, &ledger).await
+    write_plans(tx, batch, &ledger).await?;
+    Ok(ledger)
 }
 
 /// The [`Ledger`] of `stock` (which holds at least the stock of every order whose plan settles) once every plan of

@@ -92,8 +92,7 @@ impl PgStore {
     ) -> Result<Vec<CreateAnswer>, LomsError> {
         let known = matches!(committed, Committed::Yes);
         let (calls, skus) = (batch.call_count(), batch.skus());
-        let answers =
-            self.batch_ended(committed, BatchKind::Create, calls, skus.iter().copied(), || batch.answers())?;
+        let answers = self.batch_ended(committed, BatchKind::Create, calls, ledger, || batch.answers())?;
         if known {
             self.after_commit.known.remember(skus, ledger);
         }

@@ -48,10 +48,9 @@ impl PgStore {
         let ledger = settle(&plans, stock)?;
         let columns = PlanColumns::of(&plans, &ledger);
         let committed = tx.write_and_commit(WRITE_PLANS, &columns.params()).await;
-        // Only the skus whose free units moved leave this process's caches of them (Stocks, the known levels): a
-        // payment keeps both true, so the next batch of new orders on its skus still goes in one flight.
-        let moved = ledger.skus_with_free_units_moved();
-        self.batch_ended(committed, BatchKind::Command, calls.len(), moved, || decided.answers())
+        // The rows it locked, as it left them, are what the known levels take: after a cancellation too, the next
+        // batch of new orders on its skus goes in one flight.
+        self.batch_ended(committed, BatchKind::Command, calls.len(), &ledger, || decided.answers())
     }
 }
 
