@@ -368,8 +368,12 @@ impl Relay {
                 }
             }
         }
-        if let Err(error) = self.producer.flush(Duration::from_secs(1)) {
-            tracing::warn!(%error, "Kafka producer not flushed");
+        // librdkafka's flush blocks its thread for up to its timeout: off the async threads, as a producer's drop is.
+        let producer = self.producer.clone();
+        match tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(1))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "Kafka producer not flushed"),
+            Err(error) => tracing::warn!(%error, "Kafka producer flush did not finish"),
         }
         tracing::info!("outbox relay stopped");
     }
