@@ -11,7 +11,7 @@ use sqlx::{Database, Transaction};
 use tokio::sync::Notify;
 
 use super::{known_levels::KnownLevels, stock_cache::StockCache};
-use crate::domain::{Ledger, LomsError, Sku};
+use crate::domain::{Ledger, LomsError, Sku, StockLevel};
 
 /// The relay's wake-up and the Stocks cache of one process.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl AfterCommit {
     where
         LomsError: From<sqlx::Error>,
     {
-        Self::commit_then(tx, |committed| self.after_ledger(ledger, committed)).await
+        Self::commit_then(tx, |committed| self.after_ledger(ledger, &[], committed)).await
     }
 
     /// Commits `tx`, then runs `after` with whether it is known to have committed.
@@ -80,13 +80,19 @@ impl AfterCommit {
 
     /// What follows the COMMIT of a write that decided its stock over `ledger` (the rows it locked, or a batch of
     /// new orders knew, as it left them), `committed` or of unknown outcome. Only the skus whose free units it moved
-    /// leave the Stocks cache (a payment keeps it true), either way; once committed, the known levels take the
-    /// ledger's rows ([`KnownLevels::refresh`]) and the relay is woken; of an unknown outcome the known levels forget
-    /// those skus, as [`AfterCommit::after`] does.
-    pub(super) fn after_ledger(&self, ledger: &Ledger, committed: bool) {
+    /// leave the Stocks cache (a payment keeps it true), either way. Once committed the relay is woken, and the known
+    /// levels take the ledger's rows: the skus of `whole`, whose every warehouse row the ledger holds (a batch of new
+    /// orders locks or knows them all), are remembered whole ([`KnownLevels::remember`]); the other rows refresh the
+    /// skus known ([`KnownLevels::refresh`]). Of an unknown outcome the known levels forget the moved skus, as
+    /// [`AfterCommit::after`] does.
+    pub(super) fn after_ledger(&self, ledger: &Ledger, whole: &[Sku], committed: bool) {
         let moved = ledger.skus_with_free_units_moved();
         if committed {
-            self.known.refresh(&ledger.levels());
+            let levels = ledger.levels();
+            let (rows_of_whole, others): (Vec<StockLevel>, Vec<StockLevel>) =
+                levels.into_iter().partition(|level| whole.contains(&level.sku));
+            self.known.remember(whole, &rows_of_whole);
+            self.known.refresh(&others);
             self.stock.changed(moved);
             self.outbox.notify_one();
         } else {

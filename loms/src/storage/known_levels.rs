@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use moka::ops::compute::Op;
 
-use crate::domain::{Ledger, Sku, StockLevel};
+use crate::domain::{Sku, StockLevel};
 
 /// At most this many skus are kept; beyond it the least used go first.
 const CAPACITY: u64 = 200_000;
@@ -40,13 +40,12 @@ impl KnownLevels {
         Some(levels)
     }
 
-    /// The levels of `ledger` once committed, for every sku of `skus`: a ledger of new orders holds every
-    /// warehouse row of their skus (what allocation reads), so a sku without a row in it has none.
-    pub(super) fn remember(&self, skus: impl IntoIterator<Item = Sku>, ledger: &Ledger) {
-        let levels = ledger.levels();
-        for sku in skus {
-            let rows: Arc<[StockLevel]> = levels.iter().filter(|level| level.sku == sku).copied().collect();
-            self.0.insert(sku.get(), rows);
+    /// Every warehouse row of each sku of `skus` as committed, from `rows` (in (sku, warehouse) order), which hold
+    /// every row of those skus: a sku without a row in them has none.
+    pub(super) fn remember(&self, skus: &[Sku], rows: &[StockLevel]) {
+        for &sku in skus {
+            let of_sku: Arc<[StockLevel]> = rows.iter().filter(|level| level.sku == sku).copied().collect();
+            self.0.insert(sku.get(), of_sku);
         }
     }
 
@@ -83,7 +82,7 @@ impl KnownLevels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Count, WarehouseId};
+    use crate::domain::{Count, Ledger, WarehouseId};
 
     fn sku(n: u32) -> Sku {
         Sku::try_from(n).unwrap()
@@ -99,7 +98,7 @@ mod tests {
         let mut ledger = Ledger::new([level(1, 1, 10, 0), level(2, 1, 5, 0), level(1, 2, 3, 0)]);
         ledger.reserve([(sku(1), Count::try_from(4u32).unwrap())]).unwrap();
         // Sku 3 has no row at all: known as empty.
-        known.remember([sku(1), sku(3)], &ledger);
+        known.remember(&[sku(1), sku(3)], &ledger.levels());
 
         assert_eq!(known.of([sku(1)]), Some(vec![level(1, 1, 10, 4), level(2, 1, 5, 0)]));
         assert_eq!(known.of([sku(3)]), Some(vec![]));
@@ -114,7 +113,7 @@ mod tests {
     fn a_write_refreshes_the_rows_of_known_skus_only() {
         let known = KnownLevels::default();
         let ledger = Ledger::new([level(1, 1, 10, 4), level(2, 1, 5, 0), level(1, 2, 3, 0)]);
-        known.remember([sku(1), sku(2)], &ledger);
+        known.remember(&[sku(1), sku(2)], &ledger.levels());
 
         // A cancellation released 3 of sku 1's units in warehouse 1; sku 4 (never known) was read too.
         known.refresh(&[level(1, 1, 10, 1), level(1, 4, 8, 8)]);

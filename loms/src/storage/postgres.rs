@@ -150,25 +150,26 @@ impl PgStore {
 
     /// The answers of a write batch whose write went out with its COMMIT ([`pipelined::Transaction::write_and_commit`])
     /// and ended `committed`, the batch of `calls` calls having settled its stock over `ledger` (the rows it locked
-    /// or knew): `answers` once committed; `Err` (nothing written: the batch may run again, or call by call) when
-    /// PostgreSQL refused the write; every call answered UNAVAILABLE when the outcome is unknown, so that none is
-    /// run twice. What this process keeps of the stock follows the ledger ([`AfterCommit::after_ledger`]).
+    /// or knew; every row of the skus of `whole`): `answers` once committed; `Err` (nothing written: the batch may
+    /// run again, or call by call) when PostgreSQL refused the write; every call answered UNAVAILABLE when the
+    /// outcome is unknown, so that none is run twice. What this process keeps of the stock follows the ledger
+    /// ([`AfterCommit::after_ledger`]).
     fn batch_ended<T>(
         &self,
         committed: pipelined::Committed,
         kind: BatchKind,
         calls: usize,
-        ledger: &Ledger,
+        (ledger, whole): (&Ledger, &[Sku]),
         answers: impl FnOnce() -> Vec<Result<T, LomsError>>,
     ) -> Result<Vec<Result<T, LomsError>>, LomsError> {
         match committed {
             pipelined::Committed::Yes => {
-                self.after_commit.after_ledger(ledger, true);
+                self.after_commit.after_ledger(ledger, whole, true);
                 Ok(answers())
             }
             pipelined::Committed::No(error) | pipelined::Committed::Duplicate(_, error) => Err(error),
             pipelined::Committed::Unknown(error) => {
-                self.after_commit.after_ledger(ledger, false);
+                self.after_commit.after_ledger(ledger, whole, false);
                 Ok(commit_failed(kind, calls, &error))
             }
         }

@@ -26,7 +26,7 @@ use super::{
     record_params,
 };
 use crate::{
-    domain::{CreateOrder, Ledger, LomsError, OrderId, StockLevel},
+    domain::{CreateOrder, Ledger, LomsError, OrderId, Sku, StockLevel},
     storage::{
         batch::{BatchKind, CreateAnswer, CreateBatch},
         decode::{stored_level, stored_order_id, stored_status, stored_user},
@@ -83,20 +83,16 @@ impl PgStore {
     }
 
     /// The answers of a batch of new orders whose write ended `committed` (see [`PgStore::batch_ended`]); once
-    /// committed, the levels of its skus are remembered for the next batch.
+    /// committed, the levels of its skus are remembered whole for the next batch (its ledger holds every warehouse
+    /// row of them: what allocation reads).
     fn new_orders_ended(
         &self,
         committed: Committed,
         batch: NewOrders<'_>,
         ledger: &Ledger,
     ) -> Result<Vec<CreateAnswer>, LomsError> {
-        let known = matches!(committed, Committed::Yes);
-        let (calls, skus) = (batch.call_count(), batch.skus());
-        let answers = self.batch_ended(committed, BatchKind::Create, calls, ledger, || batch.answers())?;
-        if known {
-            self.after_commit.known.remember(skus, ledger);
-        }
-        Ok(answers)
+        let skus: Vec<Sku> = batch.skus().into_iter().collect();
+        self.batch_ended(committed, BatchKind::Create, batch.call_count(), (ledger, &skus), || batch.answers())
     }
 
     /// One attempt at the batch. `Err` only when nothing was committed; a failed COMMIT (whose outcome is unknown)

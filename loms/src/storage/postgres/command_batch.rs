@@ -48,9 +48,9 @@ impl PgStore {
         let ledger = settle(&plans, stock)?;
         let columns = PlanColumns::of(&plans, &ledger);
         let committed = tx.write_and_commit(WRITE_PLANS, &columns.params()).await;
-        // The rows it locked, as it left them, are what the known levels take: after a cancellation too, the next
-        // batch of new orders on its skus goes in one flight.
-        self.batch_ended(committed, BatchKind::Command, calls.len(), &ledger, || decided.answers())
+        // The rows it locked, as it left them, refresh the known levels: after a cancellation too, the next batch of
+        // new orders on its skus goes in one flight.
+        self.batch_ended(committed, BatchKind::Command, calls.len(), (&ledger, &[]), || decided.answers())
     }
 }
 
